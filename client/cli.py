@@ -1,0 +1,217 @@
+"""`client`: submit jobs, follow them, fetch their artifacts, run the single-machine setup."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+from client import local
+from client.render import artifact_summary, echo_json, job_details, job_summary, show_text, status_line
+from client.runtime import Runtime, pass_runtime
+from client.submit import submit
+from client.waiting import wait_for
+from core.config import load_settings
+from core.specs import SPECS
+from core.store.states import JobStatus
+
+STATUSES = [s.value for s in JobStatus]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """genq: a batch job runner for generative-model work.
+
+    Jobs go into SQL (the source of truth) and their ids to Redis; `genq-worker` processes run
+    them. Configuration comes from GENQ_* environment variables: see `client config`.
+    """
+
+
+cli.add_command(submit)
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as a JSON object.")
+@pass_runtime
+def status(rt: Runtime, job: str, as_json: bool) -> None:
+    """Print a job's status and progress."""
+    found = rt.job(job)
+    echo_json(job_summary(found)) if as_json else click.echo(status_line(found))
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--timeout", type=float, default=None, help="Give up after S seconds (exit 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final job as a JSON object.")
+@pass_runtime
+def wait(rt: Runtime, job: str, timeout: float | None, as_json: bool) -> None:
+    """Wait for a job to finish. Exit 0 if it succeeded, 1 if it failed or was cancelled, 3 on timeout."""
+    found = wait_for(rt.store, rt.job(job).id, timeout, show_progress=not as_json)
+    echo_json(job_summary(found)) if as_json else click.echo(status_line(found))
+    raise SystemExit(0 if found.status == JobStatus.SUCCEEDED.value else 1)
+
+
+@cli.command("list")
+@click.option("--status", "status_filter", type=click.Choice(STATUSES), default=None)
+@click.option("--kind", type=click.Choice(sorted(SPECS)), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def list_jobs(rt: Runtime, status_filter, kind, limit, as_json) -> None:
+    """List recent jobs, newest first."""
+    jobs = rt.store.list(status=status_filter, kind=kind, limit=limit)
+    if as_json:
+        echo_json([job_summary(j) for j in jobs])
+        return
+    for job in jobs:
+        click.echo(f"{job.id}  {job.kind:<11} {job.status:<9} {job.submitted_at:%Y-%m-%d %H:%M:%S}")
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def show(rt: Runtime, job: str, as_json: bool) -> None:
+    """Everything about a job: params, status, timings, metrics, artifacts."""
+    details = job_details(rt.store, rt.job(job), rt.settings.artifact_root)
+    echo_json(details) if as_json else click.echo(show_text(details))
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--download", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the artifacts into this folder.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def artifacts(rt: Runtime, job: str, download: Path | None, as_json: bool) -> None:
+    """List a job's artifacts (name, size, path), or copy them out with --download."""
+    found = rt.job(job)
+    items = [artifact_summary(a, rt.settings.artifact_root) for a in rt.store.artifacts(found.id)]
+    if download is not None:
+        for item in items:
+            target = download / item["name"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item["path"], target)
+            item["path"] = str(target)
+    if as_json:
+        echo_json(items)
+        return
+    for item in items:
+        click.echo(f"{item['name']:<28} {item['bytes']:>10} B  {item['path']}")
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job finishes.")
+@pass_runtime
+def logs(rt: Runtime, job: str, follow: bool) -> None:
+    """Print the job's own log lines."""
+    found = rt.job(job)
+    last_id = 0
+    while True:
+        for line in rt.store.logs(found.id, after_id=last_id):
+            click.echo(f"{line.at:%H:%M:%S} {line.level:<7} {line.message}")
+            last_id = line.id
+        if not follow or JobStatus(rt.store.get(found.id).status).finished:
+            break
+        time.sleep(0.5)
+
+
+@cli.command()
+@click.argument("job")
+@pass_runtime
+def cancel(rt: Runtime, job: str) -> None:
+    """Cancel a job: a queued one never runs; a running one stops at its next epoch or step."""
+    outcome = rt.store.request_cancel(rt.job(job).id)
+    click.echo(f"{job}: {outcome.message}")
+
+
+@cli.group()
+def db() -> None:
+    """The SQL store's schema."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Create or migrate the database to this version's schema (Alembic)."""
+    from core.store.db import upgrade as run_upgrade
+
+    settings = load_settings()
+    try:
+        before, after = run_upgrade(settings.database_url)
+    except Exception as exc:
+        raise click.ClickException(f"upgrade of {settings.database_url} failed: {exc}") from exc
+    click.echo(f"database at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def config(as_json: bool) -> None:
+    """Print the settings in force (GENQ_* variables and their defaults)."""
+    described = load_settings().describe()
+    if as_json:
+        echo_json(described)
+        return
+    for key, value in described.items():
+        click.echo(f"{key:<22} {value}")
+
+
+@cli.command()
+def up() -> None:
+    """Single machine: migrate the database, start a broker if none answers, start a worker."""
+    from core.store.db import upgrade as run_upgrade
+
+    settings = load_settings()
+    run_upgrade(settings.database_url)
+    try:
+        click.echo(local.start_broker(settings))
+        click.echo(local.start_worker(settings))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+def down() -> None:
+    """Stop what `client up` started (the worker first, then an embedded broker)."""
+    settings = load_settings()
+    click.echo(local.stop(settings, "worker"))
+    click.echo(local.stop(settings, "broker"))
+
+
+@cli.group()
+def models() -> None:
+    """Stable Diffusion models."""
+
+
+@models.command("make-tiny")
+@click.argument("path", type=click.Path(path_type=Path))
+def make_tiny(path: Path) -> None:
+    """Write a tiny randomly initialised SD model (diffusers format) to PATH, for tests and demos."""
+    from core.sd.tiny import make_tiny_model
+
+    written = make_tiny_model(path)
+    click.echo(f"wrote a tiny random Stable Diffusion model to {written}")
+    click.echo("its weights are random: its images are noise; use it to exercise the pipeline, not to look at")
+
+
+def main() -> None:
+    """Errors are one line on stderr: exit 2 for bad usage or input, 1 for everything else."""
+    try:
+        code = cli.main(prog_name="client", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        raise SystemExit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        raise SystemExit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        raise SystemExit(1)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

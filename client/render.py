@@ -1,0 +1,99 @@
+"""How jobs look on the terminal and in --json."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from core.store.jobs import JobStore
+from core.store.models import Job
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "kind": job.kind, "status": job.status, "params": job.params, "result": job.result,
+        "error": job.error, "attempts": job.attempts, "worker": job.worker_host, "depends_on": job.depends_on,
+        "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at), "heartbeat_at": iso(job.heartbeat_at),
+        "progress": {"done": job.progress_done, "total": job.progress_total, "message": job.progress_message},
+    }
+
+
+def job_details(store: JobStore, job: Job, artifact_root) -> dict[str, Any]:
+    details = job_summary(job)
+    metrics: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for metric in store.metrics(job.id):
+        metrics[metric.name].append({"step": metric.step, "value": metric.value})
+    details["metrics"] = dict(metrics)
+    details["artifacts"] = [artifact_summary(a, artifact_root) for a in store.artifacts(job.id)]
+    details["events"] = [{"at": iso(e.at), "from": e.from_status, "to": e.to_status, "worker": e.worker,
+                          "reason": e.reason} for e in store.events(job.id)]
+    return details
+
+
+def artifact_summary(artifact, artifact_root) -> dict[str, Any]:
+    return {"name": artifact.name, "path": str(artifact_root / artifact.relative_path),
+            "media_type": artifact.media_type, "bytes": artifact.size, "sha256": artifact.sha256}
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+def duration(job: Job) -> str:
+    if job.started_at is None:
+        return "-"
+    start = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=timezone.utc)
+    end = job.finished_at or datetime.now(timezone.utc)
+    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    return f"{(end - start).total_seconds():.1f}s"
+
+
+def status_line(job: Job) -> str:
+    line = f"{job.id}  {job.kind:<11} {job.status:<9}"
+    if job.progress_total:
+        line += f" {job.progress_done}/{job.progress_total}"
+    if job.progress_message:
+        line += f"  {job.progress_message}"
+    if job.status == "queued" and job.depends_on:
+        line += f"  (waits for {job.depends_on})"
+    if job.error:
+        line += f"\n  error: {job.error}"
+    return line
+
+
+def show_text(details: dict[str, Any]) -> str:
+    lines = [f"job       {details['id']}", f"kind      {details['kind']}", f"status    {details['status']}"]
+    if details["depends_on"]:
+        lines.append(f"after     {details['depends_on']}")
+    if details["error"]:
+        lines.append(f"error     {details['error']}")
+    lines.append(f"attempts  {details['attempts']}  worker {details['worker'] or '-'}")
+    for key in ("submitted_at", "started_at", "finished_at"):
+        lines.append(f"{key.replace('_at', ''):<9} {details[key] or '-'}")
+    progress = details["progress"]
+    if progress["total"]:
+        lines.append(f"progress  {progress['done']}/{progress['total']}  {progress['message'] or ''}".rstrip())
+    lines.append("params")
+    lines += [f"  {k:<14} {v}" for k, v in details["params"].items()]
+    if details["result"]:
+        lines.append("result")
+        lines += [f"  {k:<14} {json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in details["result"].items()]
+    if details["metrics"]:
+        lines.append("metrics")
+        for name, points in details["metrics"].items():
+            values = ", ".join(f"{p['step']}: {p['value']:.4g}" for p in points)
+            lines.append(f"  {name:<24} {values}")
+    if details["artifacts"]:
+        lines.append("artifacts")
+        lines += [f"  {a['name']:<28} {a['bytes']:>10} B  {a['path']}" for a in details["artifacts"]]
+    return "\n".join(lines)

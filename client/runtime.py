@@ -1,0 +1,47 @@
+"""What every command needs: settings, the store (after the schema check), the Celery app."""
+from __future__ import annotations
+
+from functools import cached_property
+
+import click
+
+from core.config import Settings, load_settings
+from core.store.db import SchemaError, check_schema, make_engine, session_factory
+from core.store.jobs import JobNotFound, JobStore
+from core.store.models import Job
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    @cached_property
+    def settings(self) -> Settings:
+        try:
+            return self._settings or load_settings()
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    @cached_property
+    def store(self) -> JobStore:
+        engine = make_engine(self.settings.database_url)
+        try:
+            check_schema(engine)
+        except SchemaError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return JobStore(session_factory(engine))
+
+    @cached_property
+    def app(self):
+        from worker.app import make_app
+
+        return make_app(self.settings)
+
+    def job(self, ref: str) -> Job:
+        try:
+            return self.store.resolve(ref)
+        except JobNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+pass_runtime = click.make_pass_decorator(Runtime, ensure=True)

@@ -1,0 +1,68 @@
+"""Settings from GENQ_* environment variables, with embedded single-machine defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
+DEFAULT_VISIBILITY_TIMEOUT_S = 6 * 3600  # above the longest job: Redis redelivers after this
+DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
+DEFAULT_STALE_AFTER_S = 30.0  # a running job whose heartbeat is older than this has lost its worker
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MODEL_CACHE_SIZE = 2
+DEFAULT_QUEUE = "gpu"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    broker_url: str
+    artifact_root: Path
+    data_root: Path
+    sd_model: str
+    queue: str
+    visibility_timeout_s: int
+    heartbeat_interval_s: float
+    stale_after_s: float
+    max_attempts: int
+    model_cache_size: int
+    device: str  # "auto", "cpu" or "cuda"
+    broker_from_default: bool  # GENQ_BROKER_URL unset: `client up` may start an embedded server
+
+    def describe(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _number(env: dict[str, str], name: str, default: float, cast=float):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return cast(default)
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("GENQ_HOME") or ".genq").expanduser().absolute()
+    database_url = env.get("GENQ_DATABASE_URL") or f"sqlite:///{home / 'genq.sqlite3'}"
+    return Settings(
+        home=home,
+        database_url=database_url,
+        broker_url=env.get("GENQ_BROKER_URL") or DEFAULT_BROKER_URL,
+        artifact_root=Path(env.get("GENQ_ARTIFACT_ROOT") or home / "artifacts").expanduser().absolute(),
+        data_root=Path(env.get("GENQ_DATA_ROOT") or home / "data").expanduser().absolute(),
+        sd_model=env.get("GENQ_SD_MODEL") or DEFAULT_SD_MODEL,
+        queue=env.get("GENQ_QUEUE") or DEFAULT_QUEUE,
+        visibility_timeout_s=_number(env, "GENQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S, int),
+        heartbeat_interval_s=_number(env, "GENQ_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL_S),
+        stale_after_s=_number(env, "GENQ_STALE_AFTER", DEFAULT_STALE_AFTER_S),
+        max_attempts=_number(env, "GENQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int),
+        model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int),
+        device=env.get("GENQ_DEVICE") or "auto",
+        broker_from_default=not env.get("GENQ_BROKER_URL"),
+    )

@@ -1,0 +1,80 @@
+"""The job state machine: one enum, one table of allowed transitions, one `transition()`."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from core.store.models import Job, JobEvent, utcnow
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    # running -> queued: the job's worker was lost and another delivery takes it over.
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class TransitionError(RuntimeError):
+    """An illegal transition, or a legal one that lost a race (the job was not in `expected`)."""
+
+
+def transition(
+    session: Session,
+    job_id: str,
+    expected: JobStatus,
+    to: JobStatus,
+    *,
+    worker: str | None = None,
+    reason: str | None = None,
+    expected_attempts: int | None = None,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Move a job from `expected` to `to` and record the event, in one transaction.
+
+    The UPDATE only matches while the job is still in `expected` (and, when given, still at
+    `expected_attempts`), so of two concurrent callers exactly one wins; the loser gets
+    TransitionError and nothing is written.
+    """
+    if to not in ALLOWED[expected]:
+        raise TransitionError(f"illegal transition {expected.value} -> {to.value} for job {job_id}")
+    now = utcnow()
+    changes: dict[str, Any] = {"status": to.value, **(values or {})}
+    if to is JobStatus.RUNNING:
+        changes.update(started_at=now, heartbeat_at=now, worker_host=worker, attempts=Job.attempts + 1)
+    if to.finished:
+        changes["finished_at"] = now
+    statement = update(Job).where(Job.id == job_id, Job.status == expected.value)
+    if expected_attempts is not None:
+        statement = statement.where(Job.attempts == expected_attempts)
+    try:
+        matched = session.execute(statement.values(**changes).execution_options(synchronize_session=False)).rowcount
+        if matched != 1:
+            raise TransitionError(
+                f"job {job_id} is no longer {expected.value}: transition to {to.value} refused"
+            )
+        session.add(JobEvent(job_id=job_id, at=now, from_status=expected.value, to_status=to.value,
+                             worker=worker, reason=reason))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions for the genq SQL store (`client db upgrade`)."""

@@ -1,0 +1,147 @@
+"""Real services for the tests: Redis at GENQ_TEST_REDIS_URL, PostgreSQL at GENQ_TEST_POSTGRES_URL
+(a fresh database per test session), SQLite files, and real `genq-worker` processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS_URL = os.environ.get("GENQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_ADMIN_URL = os.environ.get("GENQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+WORKER_START_TIMEOUT_S = 60
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("GENQ_DATA_ROOT") or REPO.parent / "shared" / "data").absolute()
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = data_root()
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.fail(f"MNIST not found under {root}: set GENQ_DATA_ROOT")
+    return root
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"genq_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def migrated(url: str) -> str:
+    from core.store.db import upgrade
+
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Each test that takes this runs against both backends. PostgreSQL tables are emptied first."""
+    if request.param == "sqlite":
+        return migrated(f"sqlite:///{tmp_path / 'genq.sqlite3'}")
+    url = migrated(request.getfixturevalue("postgres_url"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE job_logs, job_events, metrics, artifacts, jobs"))
+    engine.dispose()
+    return url
+
+
+@dataclass
+class Genq:
+    """One isolated genq installation: its own home, database, and Redis queue."""
+
+    env: dict[str, str]
+    home: Path
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def client(self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 600):
+        result = subprocess.run([str(BIN / "client"), *args], env={**self.env, **(env or {})}, cwd=self.home,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"client {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def client_json(self, *args: str, **kwargs):
+        return json.loads(self.client(*args, "--json", **kwargs).stdout)
+
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log_path = self.home / f"worker-{len(self.workers)}.log"
+        log = open(log_path, "wb")
+        process = subprocess.Popen([str(BIN / "genq-worker")], env={**self.env, **(env or {})}, cwd=self.home,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process.log_path = log_path
+        self.workers.append(process)
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        while b" ready." not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        return process
+
+    def stop_workers(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def store(self):
+        from core.store.db import make_engine, session_factory
+        from core.store.jobs import JobStore
+
+        return JobStore(session_factory(make_engine(self.env["GENQ_DATABASE_URL"])))
+
+    def wait_until(self, predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def genq(tmp_path, database_url, mnist_root):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "GENQ_HOME": str(home),
+        "GENQ_DATABASE_URL": database_url,
+        "GENQ_BROKER_URL": REDIS_URL,
+        "GENQ_QUEUE": f"genq-test-{uuid.uuid4().hex[:12]}",  # no test sees another's messages
+        "GENQ_DATA_ROOT": str(mnist_root),
+        "GENQ_HEARTBEAT_INTERVAL": "0.5",
+        "GENQ_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    installation = Genq(env=env, home=home)
+    yield installation
+    installation.stop_workers()
