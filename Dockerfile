@@ -1,0 +1,10 @@
+FROM python:3.11-slim
+WORKDIR /opt/genq
+COPY pyproject.toml README.md ./
+COPY core core
+COPY worker worker
+COPY client client
+COPY migrations migrations
+RUN pip install --no-cache-dir .
+ENV GENQ_HOME=/var/lib/genq
+CMD ["genq-worker"]

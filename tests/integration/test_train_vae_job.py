@@ -1,0 +1,122 @@
+"""The whole path through real parts: CLI -> SQL -> Redis -> genq-worker -> SQL + artifact store."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.store.models import Job
+
+pytestmark = pytest.mark.integration
+
+
+def count_jobs(genq) -> int:
+    with genq.store().sessions() as session:
+        return session.scalar(select(func.count()).select_from(Job))
+
+
+def test_train_vae_runs_end_to_end(genq):
+    # Given a worker
+    genq.start_worker()
+    # When a short training job is submitted and waited for
+    job = genq.client_json("submit", "train-vae", "--epochs", "1", "--train-limit", "1024", "--capacity", "16",
+                           "--seed", "3", "--wait")
+    # Then it succeeded, with the epoch's train metrics, the test metrics and a model
+    assert job["status"] == "succeeded", job
+    details = genq.client_json("show", job["id"])
+    metrics = details["metrics"]
+    assert [p["step"] for p in metrics["train_loss_per_image"]] == [1]
+    assert [p["step"] for p in metrics["train_loss_per_batch"]] == [1]
+    per_image = metrics["test_loss_per_image"][0]["value"]
+    per_batch = metrics["test_loss_per_batch"][0]["value"]
+    assert 50 < per_image < 550  # nats per MNIST image: between a good model and an untrained one
+    assert per_batch == pytest.approx(per_image * 10_000 / 79, rel=0.02)  # 78 full batches and one of 16
+    assert details["result"]["test_loss_per_image"] == pytest.approx(per_image)
+    assert [e["to"] for e in details["events"]] == ["queued", "running", "succeeded"]
+
+    artifacts = {a["name"]: a for a in details["artifacts"]}
+    model = artifacts["model.safetensors"]
+    assert hashlib.sha256(Path(model["path"]).read_bytes()).hexdigest() == model["sha256"]
+    assert Path(model["path"]).stat().st_size == model["bytes"]
+    from core.vae.model import load_trained
+
+    vae = load_trained(Path(model["path"]), Path(artifacts["config.json"]["path"]), "cpu")
+    assert vae.encoder.fc_mu.out_features == 2
+
+    # And the human-readable views say the same
+    text = genq.client("show", job["id"]).stdout
+    assert "test_loss_per_image" in text and "model.safetensors" in text
+    assert job["id"] in genq.client("list", "--status", "succeeded").stdout
+    assert "epoch 1" in genq.client("logs", job["id"]).stdout.lower()
+    out = genq.home / "out"
+    genq.client("artifacts", job["id"], "--download", str(out))
+    assert (out / "model.safetensors").read_bytes() == Path(model["path"]).read_bytes()
+
+
+def test_a_job_whose_run_raises_ends_failed_with_the_message(genq, tmp_path):
+    # Given a worker whose data root holds no MNIST (and this machine cannot download it)
+    genq.start_worker(env={"GENQ_DATA_ROOT": str(tmp_path / "no-data")})
+    # When a training job runs there
+    result = genq.client("submit", "train-vae", "--epochs", "1", "--wait", "--json", check=False)
+    # Then it ends failed, exit 1, with the reason on the job
+    assert result.returncode == 1
+    job = json.loads(result.stdout)
+    assert job["status"] == "failed"
+    assert "mnist" in job["error"].lower()
+    assert "\n" not in job["error"]
+    assert genq.client("wait", job["id"], check=False).returncode == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["--epochs", "0"], ["--latent-dims", "0"], ["--batch-size", "0"], ["--epochs", "two"], ["--no-such-option"],
+    ["--train-limit", "-5"],
+])
+def test_bad_input_exits_2_and_stores_nothing(genq, args):
+    result = genq.client("submit", "train-vae", *args, check=False)
+    assert result.returncode == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert count_jobs(genq) == 0
+
+
+def test_unreachable_broker_fails_the_job_and_says_so(genq):
+    result = genq.client("submit", "train-vae", "--epochs", "1", check=False,
+                         env={"GENQ_BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 1
+    assert "broker" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    [job] = genq.store().list()
+    assert job.status == "failed" and "broker" in job.error
+
+
+def test_cancelled_queued_job_never_runs(genq):
+    # Given a job queued while no worker runs
+    job_id = genq.client("submit", "train-vae", "--epochs", "1", "--train-limit", "256").stdout.strip()
+    # When it is cancelled, and a worker starts afterwards
+    assert "cancelled" in genq.client("cancel", job_id).stdout
+    genq.start_worker()
+    follower = genq.client("submit", "train-vae", "--epochs", "1", "--train-limit", "256", "--capacity", "8", "--wait")
+    # Then the worker consumed the old message without running it
+    assert "succeeded" in follower.stdout
+    job = genq.client_json("status", job_id)
+    assert job["status"] == "cancelled" and job["started_at"] is None
+
+
+def test_running_job_stops_at_the_next_epoch_when_cancelled(genq):
+    genq.start_worker()
+    job_id = genq.client("submit", "train-vae", "--epochs", "50", "--train-limit", "512", "--capacity", "8").stdout.strip()
+    store = genq.store()
+    genq.wait_until(lambda: store.get(job_id).progress_done >= 1, what="the first epoch")
+    genq.client("cancel", job_id)
+    result = genq.client("wait", job_id, "--timeout", "60", "--json", check=False)
+    assert result.returncode == 1
+    job = json.loads(result.stdout)
+    assert job["status"] == "cancelled"
+    assert job["progress"]["done"] < 50
+
+
+def test_commands_refuse_an_unmigrated_database(genq, tmp_path):
+    result = genq.client("list", check=False, env={"GENQ_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"})
+    assert result.returncode == 1
+    assert "client db upgrade" in result.stderr

@@ -1,0 +1,117 @@
+"""The `sd` job run in-process with a LocalContext on the tiny random model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from core.cache import ModelCache
+from core.context import JobCancelled, LocalContext
+from core.sd import job
+from core.sd.loading import ModelLoadError
+from core.sd.tiny import make_tiny_model
+from core.specs import SDSpec
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    return str(make_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd"))
+
+
+def spec(model: str, **changes) -> SDSpec:
+    settings = dict(prompt="a photo of a cat", negative="blurry, ugly", steps=2, width=64, height=64,
+                    seed=7, scheduler="euler-a", model=model)
+    settings.update(changes)
+    return SDSpec(**settings)
+
+
+def test_writes_pngs_with_settings_and_a_grid(tmp_path, tiny_model):
+    ctx = LocalContext(tmp_path, job_id="j1")
+    result = job.run(spec(tiny_model, num_images=3), ctx)
+
+    assert result["seed"] == 7
+    assert result["images"] == [{"file": f"image-{i}.png", "seed": 7, "batch_index": i} for i in range(3)]
+    assert result["model"] == tiny_model and result["model_cache"] == "miss" and result["warnings"] == []
+    assert result["seconds"] > 0
+    folder = tmp_path / "j1"
+    assert sorted(p.name for p in folder.iterdir()) == ["grid.png", "image-0.png", "image-1.png", "image-2.png"]
+
+    image = Image.open(folder / "image-1.png")
+    assert image.size == (64, 64)
+    parameters = image.text["parameters"]
+    assert parameters.splitlines()[:2] == ["a photo of a cat", "Negative prompt: blurry, ugly"]
+    assert "Steps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 7, Size: 64x64" in parameters
+    settings = json.loads(image.text["genq"])
+    assert settings["negative_prompt"] == "blurry, ugly" and settings["image_index"] == 1
+    assert {"prompt", "seed", "steps", "guidance", "scheduler", "width", "height", "model"} <= settings.keys()
+    assert Image.open(folder / "grid.png").size == (128, 128)  # 3 images in a 2x2 grid
+    assert ctx.progress_state[:2] == (2, 2)
+
+
+def test_one_image_has_no_grid_and_no_negative_line(tmp_path, tiny_model):
+    ctx = LocalContext(tmp_path, job_id="j2")
+    job.run(spec(tiny_model, negative=None), ctx)
+    assert sorted(p.name for p in (tmp_path / "j2").iterdir()) == ["image-0.png"]
+    assert "Negative prompt" not in Image.open(tmp_path / "j2" / "image-0.png").text["parameters"]
+
+
+def test_same_seed_same_png_pixels(tmp_path, tiny_model):
+    cache = ModelCache()
+    for job_id in ("a", "b"):
+        job.run(spec(tiny_model), LocalContext(tmp_path, job_id=job_id, cache=cache))
+    first, second = (Image.open(tmp_path / j / "image-0.png") for j in ("a", "b"))
+    assert first.tobytes() == second.tobytes()
+
+
+def test_second_run_reuses_the_cached_model(tmp_path, tiny_model):
+    cache = ModelCache()
+    first = job.run(spec(tiny_model), LocalContext(tmp_path, job_id="first", cache=cache))
+    second_ctx = LocalContext(tmp_path, job_id="second", cache=cache)
+    second = job.run(spec(tiny_model), second_ctx)
+    assert (first["model_cache"], second["model_cache"]) == ("miss", "hit")
+    assert cache.loads == 1
+    assert ("info", f"reused cached model {tiny_model}") in second_ctx.logs
+
+
+def test_missing_seed_is_chosen_and_recorded(tmp_path, tiny_model):
+    ctx = LocalContext(tmp_path, job_id="j3")
+    result = job.run(spec(tiny_model, seed=None), ctx)
+    assert isinstance(result["seed"], int) and result["images"][0]["seed"] == result["seed"]
+    assert json.loads(Image.open(tmp_path / "j3" / "image-0.png").text["genq"])["seed"] == result["seed"]
+
+
+def test_long_prompt_warning_is_logged_and_returned(tmp_path, tiny_model):
+    ctx = LocalContext(tmp_path, job_id="j4")
+    result = job.run(spec(tiny_model, prompt="a red cat " * 40), ctx)
+    assert len(result["warnings"]) == 1
+    assert [m for level, m in ctx.logs if level == "warning"] == result["warnings"]
+    assert "longer than the 77" in result["warnings"][0]
+
+
+class CancelAfter(LocalContext):
+    """Asks to cancel once `steps` denoising steps were reported."""
+
+    def __init__(self, *args, steps: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cancel_at = steps
+        self.steps_reported = 0
+
+    def progress(self, done, total, message=""):
+        super().progress(done, total, message)
+        self.steps_reported += 1
+        if self.steps_reported >= self.cancel_at:
+            self.cancel_requested = True
+
+
+def test_cancellation_ends_the_job_within_one_step(tmp_path, tiny_model):
+    ctx = CancelAfter(tmp_path, job_id="j5", steps=2)
+    with pytest.raises(JobCancelled):
+        job.run(spec(tiny_model, steps=20), ctx)
+    assert ctx.steps_reported == 2
+    assert not (tmp_path / "j5").exists()
+
+
+def test_no_model_fails_with_a_clear_message(tmp_path):
+    with pytest.raises(ModelLoadError, match="GENQ_SD_MODEL"):
+        job.run(spec(None), LocalContext(tmp_path))
