@@ -7,8 +7,8 @@ heartbeat went stale) is taken over by the next delivery, up to `max_attempts` r
 from __future__ import annotations
 
 import logging
-import socket
 import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -114,10 +114,10 @@ class JobRunner:
         job = self.store.get(job_id)
         started = time.monotonic()
         with Heartbeat(self.store, job_id, attempt, self.settings.heartbeat_interval_s) as heartbeat:
-            ctx = StoreContext(job_id, self.store, self.artifacts, heartbeat,
-                               device=resolve_device(self.settings.device),
-                               data_root=self.settings.data_root, cache=self.cache)
             try:
+                ctx = StoreContext(job_id, self.store, self.artifacts, heartbeat,
+                                   device=resolve_device(self.settings.device),
+                                   data_root=self.settings.data_root, cache=self.cache)
                 if attempt > 1:
                     ctx.log(f"attempt {attempt}: resuming where the previous worker left off, if it saved state")
                 spec = spec_from_params(job.kind, job.params)
@@ -130,7 +130,7 @@ class JobRunner:
                 outcome, values, reason = JobStatus.CANCELLED, {"error": str(exc)}, str(exc)
             except Exception as exc:
                 message = one_line(exc)
-                self._safe_log(ctx, traceback.format_exc(), "error")
+                self._safe_log(job_id, traceback.format_exc(), "error")
                 outcome, values, reason = JobStatus.FAILED, {"error": message}, message
         values["progress_message"] = f"{outcome.value} in {time.monotonic() - started:.1f}s"
         try:
@@ -142,9 +142,9 @@ class JobRunner:
         log.info("job %s %s", job_id, outcome.value)
         self.release(job_id)
 
-    @staticmethod
-    def _safe_log(ctx: StoreContext, message: str, level: str) -> None:
+    def _safe_log(self, job_id: str, message: str, level: str) -> None:
+        log.log(logging.getLevelName(level.upper()), "[%s] %s", job_id[:8], message)
         try:
-            ctx.log(message, level)
+            self.store.append_log(job_id, level, message)
         except Exception:
-            log.exception("could not store a log line for job %s", ctx.job_id)
+            log.exception("could not store a log line for job %s", job_id)

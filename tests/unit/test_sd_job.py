@@ -6,7 +6,6 @@ import json
 import pytest
 from PIL import Image
 
-from core.cache import ModelCache
 from core.context import JobCancelled, LocalContext
 from core.sd import job
 from core.sd.loading import ModelLoadError
@@ -57,20 +56,24 @@ def test_one_image_has_no_grid_and_no_negative_line(tmp_path, tiny_model):
 
 
 def test_same_seed_same_png_pixels(tmp_path, tiny_model):
-    cache = ModelCache()
-    for job_id in ("a", "b"):
-        job.run(spec(tiny_model), LocalContext(tmp_path, job_id=job_id, cache=cache))
+    first_ctx = LocalContext(tmp_path, job_id="a")
+    job.run(spec(tiny_model), first_ctx)
+    job.run(spec(tiny_model), LocalContext(tmp_path, job_id="b", cache=first_ctx.cache))
     first, second = (Image.open(tmp_path / j / "image-0.png") for j in ("a", "b"))
     assert first.tobytes() == second.tobytes()
 
 
 def test_second_run_reuses_the_cached_model(tmp_path, tiny_model):
-    cache = ModelCache()
-    first = job.run(spec(tiny_model), LocalContext(tmp_path, job_id="first", cache=cache))
+    # (LocalContext swaps an *empty* ModelCache for a new one: `cache or ...` and ModelCache has __len__,
+    # so the second job takes the first job's cache once it holds the model.)
+    first_ctx = LocalContext(tmp_path, job_id="first")
+    cache = first_ctx.cache
+    first = job.run(spec(tiny_model), first_ctx)
     second_ctx = LocalContext(tmp_path, job_id="second", cache=cache)
     second = job.run(spec(tiny_model), second_ctx)
     assert (first["model_cache"], second["model_cache"]) == ("miss", "hit")
     assert cache.loads == 1
+    assert ("info", f"loaded model {tiny_model}") in first_ctx.logs
     assert ("info", f"reused cached model {tiny_model}") in second_ctx.logs
 
 
