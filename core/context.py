@@ -53,7 +53,7 @@ class LocalContext:
         self.job_id = job_id
         self.device = device
         self.data_root = Path(data_root) if data_root else self.root / "data"
-        self.cache = cache or ModelCache(capacity=2)
+        self.cache = cache if cache is not None else ModelCache(capacity=2)
         self.metrics: dict[tuple[int, str], float] = {}
         self.progress_state: tuple[int, int, str] = (0, 0, "")
         self.logs: list[tuple[str, str]] = []

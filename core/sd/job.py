@@ -1,0 +1,74 @@
+"""The `sd` job: one prompt (and optional negative prompt) to PNG images with their settings."""
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from core.context import JobContext
+from core.sd.generate import generate
+from core.sd.images import make_grid, png_bytes
+from core.sd.loading import ModelLoadError, load_components
+from core.specs import MAX_SEED, SDSpec
+
+
+def run(spec: SDSpec, ctx: JobContext) -> dict[str, Any]:
+    started = time.perf_counter()
+    if not spec.model:
+        raise ModelLoadError("no Stable Diffusion model given: set GENQ_SD_MODEL where the job is submitted, or pass --model")
+    ctx.check_cancelled()
+    components, cached = ctx.cache.get_or_load(
+        ("sd", spec.model, ctx.device), lambda: load_components(spec.model, ctx.device)
+    )
+    ctx.log(f"reused cached model {spec.model}" if cached else f"loaded model {spec.model}")
+
+    seed = spec.seed
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+        ctx.log(f"no seed given; using seed {seed}")
+
+    def on_step(done: int, total: int) -> None:
+        ctx.progress(done, total, f"denoising step {done}/{total}")
+        ctx.check_cancelled()
+
+    ctx.check_cancelled()
+    generation = generate(
+        components, spec.prompt, spec.negative, steps=spec.steps, guidance=spec.guidance, seed=seed,
+        width=spec.width, height=spec.height, num_images=spec.num_images, scheduler=spec.scheduler, on_step=on_step,
+    )
+    for warning in generation.warnings:
+        ctx.log(warning, level="warning")
+
+    images = generation.to_pil()
+    files = []
+    for index, image in enumerate(images):
+        name = f"image-{index}.png"
+        ctx.artifact(name, png_bytes(image, _settings(spec, seed, index)), "image/png")
+        files.append({"file": name, "seed": seed, "batch_index": index})
+    if len(images) > 1:
+        ctx.artifact("grid.png", png_bytes(make_grid(images)), "image/png")
+
+    return {
+        "seed": seed,
+        "images": files,
+        "model": spec.model,
+        "model_cache": "hit" if cached else "miss",
+        "warnings": generation.warnings,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _settings(spec: SDSpec, seed: int, index: int) -> dict[str, Any]:
+    return {
+        "prompt": spec.prompt,
+        "negative_prompt": spec.negative or "",
+        "seed": seed,
+        "steps": spec.steps,
+        "guidance": spec.guidance,
+        "scheduler": spec.scheduler,
+        "width": spec.width,
+        "height": spec.height,
+        "model": spec.model,
+        "image_index": index,
+        "batch_size": spec.num_images,
+    }
