@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from core.context import JobCancelled, LocalContext
 from core.specs import TrainVAESpec
 from core.vae import train
-from core.vae.data import default_data_root, load_mnist
+from core.vae.data import default_data_root
 from core.vae.model import VAE, VAEConfig
 
 DATA_ROOT = default_data_root(Path(__file__).resolve().parents[2])
@@ -30,6 +30,16 @@ class StopAfterEpoch(LocalContext):
         super().progress(done, total, message)
         if done == self.stop_after:
             self.cancel_requested = True
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """Two OpenMP threads on a 2-core machine shared with other processes run these small steps
+    several times slower than one; the results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def context(tmp_path, job_id, cls=LocalContext, **kwargs):
@@ -132,3 +142,21 @@ def test_evaluate_sums_in_order_batches_of_128():
     loss = train.evaluate(model, images, beta=1.0)
     assert loss.batches == 3 and loss.images == 300
     assert loss.per_batch == pytest.approx(loss.total / 3) and loss.per_image == pytest.approx(loss.total / 300)
+
+
+def test_a_checkpoint_of_other_parameters_is_not_resumed(tmp_path):
+    ctx = context(tmp_path, "job", StopAfterEpoch, stop_after=1)
+    with pytest.raises(JobCancelled):
+        train.run(TrainVAESpec(capacity=4, epochs=2, train_limit=256, seed=1), ctx)
+    ctx.stop_after, ctx.cancel_requested = None, False
+    result = train.run(TrainVAESpec(capacity=4, epochs=2, train_limit=256, seed=2), ctx)
+    assert result["resumed_from_epoch"] == 0 and result["seed"] == 2
+    assert any(level == "warning" and "other parameters" in message for level, message in ctx.logs)
+
+
+def test_a_job_without_a_seed_picks_one_and_records_it(tmp_path):
+    ctx = context(tmp_path, "seedless")
+    result = train.run(TrainVAESpec(capacity=4, epochs=1, train_limit=128), ctx)
+    assert isinstance(result["seed"], int)
+    assert ctx.artifact_json("checkpoint.json")["seed"] == result["seed"]
+    assert any(f"using seed {result['seed']}" in message for _, message in ctx.logs)
