@@ -30,6 +30,7 @@ class Settings:
     max_attempts: int
     model_cache_size: int
     device: str  # "auto", "cpu" or "cuda"
+    torch_threads: int  # CPU threads for torch in a worker; 0 keeps torch's default
     broker_from_default: bool  # GENQ_BROKER_URL unset: `client up` may start an embedded server
 
     def describe(self) -> dict[str, str]:
@@ -64,5 +65,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_attempts=_number(env, "GENQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int),
         model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int),
         device=env.get("GENQ_DEVICE") or "auto",
+        torch_threads=_number(env, "GENQ_TORCH_THREADS", 0, int),
         broker_from_default=not env.get("GENQ_BROKER_URL"),
     )

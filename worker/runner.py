@@ -45,11 +45,15 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def resolve_device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    import torch  # only when a job runs: a worker never touches CUDA at import
+def prepare_torch(settings: Settings) -> str:
+    """The device jobs run on, and torch's CPU threads. Only when a job runs: a worker never
+    touches CUDA at import."""
+    import torch
 
+    if settings.torch_threads > 0 and torch.get_num_threads() != settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    if settings.device != "auto":
+        return settings.device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -116,7 +120,7 @@ class JobRunner:
         with Heartbeat(self.store, job_id, attempt, self.settings.heartbeat_interval_s) as heartbeat:
             try:
                 ctx = StoreContext(job_id, self.store, self.artifacts, heartbeat,
-                                   device=resolve_device(self.settings.device),
+                                   device=prepare_torch(self.settings),
                                    data_root=self.settings.data_root, cache=self.cache)
                 if attempt > 1:
                     ctx.log(f"attempt {attempt}: resuming where the previous worker left off, if it saved state")
