@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
@@ -20,9 +21,15 @@ def font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
+    """PNG bytes, with `text` as tEXt/iTXt chunks (key -> value) when given."""
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

@@ -1,14 +1,13 @@
 """PNG files for generated images: settings in text chunks, and a grid of a batch."""
 from __future__ import annotations
 
-import io
 import json
 import math
 from typing import Any
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
+from core.images import grid, png_bytes
 from core.sd.schedulers import SAMPLER_LABELS
 
 
@@ -31,24 +30,11 @@ def parameters_text(settings: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def png_bytes(image: Image.Image, settings: dict[str, Any] | None = None) -> bytes:
-    """PNG bytes; with `settings`, a `parameters` chunk (UI style) and a `genq` chunk (the same as JSON)."""
-    info = None
-    if settings is not None:
-        info = PngInfo()
-        info.add_text("parameters", parameters_text(settings))
-        info.add_text("genq", json.dumps(settings, ensure_ascii=False))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
+def settings_png(image: Image.Image, settings: dict[str, Any]) -> bytes:
+    """PNG bytes with a `parameters` chunk (UI style) and a `genq` chunk (the same settings as JSON)."""
+    return png_bytes(image, {"parameters": parameters_text(settings), "genq": json.dumps(settings, ensure_ascii=False)})
 
 
 def make_grid(images: list[Image.Image]) -> Image.Image:
     """The images in a near-square grid, row by row."""
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    width, height = images[0].size
-    grid = Image.new("RGB", (cols * width, rows * height), "black")
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % cols) * width, (i // cols) * height))
-    return grid
+    return grid(images, columns=math.ceil(math.sqrt(len(images))), padding=0, background=(0, 0, 0))

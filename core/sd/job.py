@@ -7,7 +7,8 @@ from typing import Any
 
 from core.context import JobContext
 from core.sd.generate import generate
-from core.sd.images import make_grid, png_bytes
+from core.images import png_bytes
+from core.sd.images import make_grid, settings_png
 from core.sd.loading import ModelLoadError, load_components
 from core.specs import MAX_SEED, SDSpec
 
@@ -43,7 +44,7 @@ def run(spec: SDSpec, ctx: JobContext) -> dict[str, Any]:
     files = []
     for index, image in enumerate(images):
         name = f"image-{index}.png"
-        ctx.artifact(name, png_bytes(image, _settings(spec, seed, index)), "image/png")
+        ctx.artifact(name, settings_png(image, _settings(spec, seed, index)), "image/png")
         files.append({"file": name, "seed": seed, "batch_index": index})
     if len(images) > 1:
         ctx.artifact("grid.png", png_bytes(make_grid(images)), "image/png")

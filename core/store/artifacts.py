@@ -11,6 +11,7 @@ from pathlib import Path
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME_LENGTH = 200
+ARTIFACT_FILE_MODE = 0o644
 
 
 class ArtifactNameError(ValueError):
@@ -40,6 +41,7 @@ def write_atomically(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, ARTIFACT_FILE_MODE)  # mkstemp makes 0600; artifacts are for others to read too
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -28,6 +28,7 @@ def test_put_writes_atomically_and_indexes_size_and_sha256(tmp_path):
     assert stored.size == 14 and stored.sha256 == hashlib.sha256(b"second version").hexdigest()
     assert stored.relative_path == "job-1/images/a.png" and stored.media_type == "image/png"
     assert [p.name for p in path.parent.iterdir()] == ["a.png"]  # no temp files left behind
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_put_refuses_an_escaping_name(tmp_path):
