@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from client.render import echo_json, job_summary
+from client.render import echo_json, job_summary, status_line
 from client.runtime import Runtime, pass_runtime
 from client.waiting import wait_for
 from core.specs import MAX_SEED, InterpolateSpec, SampleVAESpec, SDSpec, Spec, SpecError, TrainVAESpec
@@ -52,8 +52,10 @@ def enqueue(rt: Runtime, spec: Spec, after: str | None, wait: bool, as_json: boo
     job = store.get(job.id)
     if wait:
         job = wait_for(store, job.id, timeout, show_progress=not as_json)
-    if as_json or wait:
-        echo_json(job_summary(job)) if as_json else click.echo(f"{job.id} {job.status}")
+    if as_json:
+        echo_json(job_summary(job))
+    elif wait:
+        click.echo(status_line(job))
     else:
         click.echo(job.id)
     if job.status == JobStatus.FAILED.value:
