@@ -31,7 +31,13 @@ def load_mnist(root: Path | str, train: bool, device: str | torch.device = "cpu"
     """
     from torchvision.datasets import MNIST  # imported here: only data loading needs torchvision
 
-    dataset = MNIST(str(root), train=train, download=True)
+    try:
+        dataset = MNIST(str(root), train=train, download=True)
+    except RuntimeError as exc:  # torchvision's "Error downloading ...": no files and no network
+        raise FileNotFoundError(
+            f"MNIST is not under {Path(root) / 'MNIST' / 'raw'} and could not be downloaded "
+            f"({' '.join(str(exc).split())[:160]}): set GENQ_DATA_ROOT to a folder that holds MNIST/raw"
+        ) from exc
     data, targets = dataset.data, dataset.targets  # (N, 28, 28) uint8, (N,) int64
     if limit is not None:
         data, targets = data[:limit], targets[:limit]

@@ -65,7 +65,7 @@ def test_a_job_whose_run_raises_ends_failed_with_the_message(genq, tmp_path):
     assert result.returncode == 1
     job = json.loads(result.stdout)
     assert job["status"] == "failed"
-    assert "mnist" in job["error"].lower()
+    assert "MNIST is not under" in job["error"] and "GENQ_DATA_ROOT" in job["error"]
     assert "\n" not in job["error"]
     assert genq.client("wait", job["id"], check=False).returncode == 1
 
