@@ -43,6 +43,7 @@ def test_tokenizer_merges_words(tiny_model):
 
 def test_missing_model_id_fails_fast_with_one_line(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a hub that does not answer, on this machine
     started = time.monotonic()
     with pytest.raises(ModelLoadError) as error:
         load_components(MISSING_ID, "cpu")
