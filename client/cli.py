@@ -124,8 +124,15 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
 @pass_runtime
 def cancel(rt: Runtime, job: str) -> None:
     """Cancel a job: a queued one never runs; a running one stops at its next epoch or step."""
-    outcome = rt.store.request_cancel(rt.job(job).id)
+    from worker.dispatch import fail_with_dependents
+
+    job_id = rt.job(job).id
+    outcome = rt.store.request_cancel(job_id)
     click.echo(f"{job}: {outcome.message}")
+    if outcome.status is JobStatus.CANCELLED and outcome.message.startswith("cancelled"):
+        for waiting in rt.store.waiting_on(job_id):  # they would wait forever for a job that never runs
+            fail_with_dependents(rt.store, waiting.id, f"dependency {job_id} was cancelled")
+            click.echo(f"{waiting.id}: failed, it waited for {job_id}")
 
 
 @cli.group()

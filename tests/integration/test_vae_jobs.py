@@ -68,6 +68,17 @@ def test_jobs_on_a_failed_model_fail_and_name_it(genq, tmp_path):
     assert late.returncode == 1 and model in late.stderr
 
 
+def test_cancelling_a_queued_model_fails_the_jobs_that_wait_for_it(genq):
+    model = genq.client("submit", "train-vae", "--epochs", "1").stdout.strip()
+    waiting = genq.client("submit", "interpolate", "--model", model).stdout.strip()
+    after_that = genq.client("submit", "train-vae", "--epochs", "1", "--after", waiting).stdout.strip()
+    out = genq.client("cancel", model).stdout
+    assert f"{waiting}: failed" in out
+    for job_id in (waiting, after_that):
+        job = genq.client_json("status", job_id)
+        assert job["status"] == "failed" and "dependency" in job["error"]
+
+
 def test_model_must_be_a_train_vae_job_and_inputs_in_range(genq):
     model = genq.client("submit", "train-vae", "--epochs", "1").stdout.strip()
     other = genq.client("submit", "interpolate", "--model", model).stdout.strip()
