@@ -34,6 +34,7 @@ def job_details(store: JobStore, job: Job, artifact_root) -> dict[str, Any]:
     for metric in store.metrics(job.id):
         metrics[metric.name].append({"step": metric.step, "value": metric.value})
     details["metrics"] = dict(metrics)
+    details["took"] = duration(job)
     details["artifacts"] = [artifact_summary(a, artifact_root) for a in store.artifacts(job.id)]
     details["events"] = [{"at": iso(e.at), "from": e.from_status, "to": e.to_status, "worker": e.worker,
                           "reason": e.reason} for e in store.events(job.id)]
@@ -80,6 +81,7 @@ def show_text(details: dict[str, Any]) -> str:
     lines.append(f"attempts  {details['attempts']}  worker {details['worker'] or '-'}")
     for key in ("submitted_at", "started_at", "finished_at"):
         lines.append(f"{key.replace('_at', ''):<9} {details[key] or '-'}")
+    lines.append(f"took      {details['took']}")
     progress = details["progress"]
     if progress["total"]:
         lines.append(f"progress  {progress['done']}/{progress['total']}  {progress['message'] or ''}".rstrip())

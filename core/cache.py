@@ -32,8 +32,5 @@ class ModelCache:
                 self._items.popitem(last=False)
         return value, False
 
-    def __contains__(self, key: Any) -> bool:
-        return key in self._items
-
     def __len__(self) -> int:
         return len(self._items)

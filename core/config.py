@@ -31,7 +31,6 @@ class Settings:
     model_cache_size: int
     device: str  # "auto", "cpu" or "cuda"
     torch_threads: int  # CPU threads for torch in a worker; 0 keeps torch's default
-    broker_from_default: bool  # GENQ_BROKER_URL unset: `client up` may start an embedded server
 
     def describe(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
@@ -66,5 +65,4 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int),
         device=env.get("GENQ_DEVICE") or "auto",
         torch_threads=_number(env, "GENQ_TORCH_THREADS", 0, int),
-        broker_from_default=not env.get("GENQ_BROKER_URL"),
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Protocol
 
@@ -98,6 +97,3 @@ class LocalContext:
 
     def artifact_json(self, name: str) -> dict:
         return json.loads((self.root / self.job_id / name).read_text())
-
-    def copy_artifact_from(self, other: "LocalContext", name: str) -> None:
-        shutil.copyfile(other.root / other.job_id / name, self.root / self.job_id / name)

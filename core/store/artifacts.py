@@ -85,10 +85,3 @@ class ArtifactStore:
             sha256=hashlib.sha256(data).hexdigest(),
         )
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

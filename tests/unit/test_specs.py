@@ -58,7 +58,7 @@ def test_settings_defaults_live_under_genq_home(tmp_path):
     settings = load_settings({"GENQ_HOME": str(tmp_path)})
     assert settings.database_url == f"sqlite:///{tmp_path / 'genq.sqlite3'}"
     assert settings.artifact_root == tmp_path / "artifacts" and settings.data_root == tmp_path / "data"
-    assert settings.broker_url == "redis://127.0.0.1:6379/0" and settings.broker_from_default
+    assert settings.broker_url == "redis://127.0.0.1:6379/0"
 
 
 def test_settings_refuse_a_non_number():
