@@ -129,8 +129,8 @@ def cancel(rt: Runtime, job: str) -> None:
     job_id = rt.job(job).id
     outcome = rt.store.request_cancel(job_id)
     click.echo(f"{job}: {outcome.message}")
-    if outcome.status is JobStatus.CANCELLED and outcome.message.startswith("cancelled"):
-        for waiting in rt.store.waiting_on(job_id):  # they would wait forever for a job that never runs
+    if outcome.never_ran:
+        for waiting in rt.store.waiting_on(job_id):
             fail_with_dependents(rt.store, waiting.id, f"dependency {job_id} was cancelled")
             click.echo(f"{waiting.id}: failed, it waited for {job_id}")
 

@@ -24,6 +24,7 @@ class JobNotFound(LookupError):
 class CancelOutcome:
     status: JobStatus
     message: str
+    never_ran: bool = False  # this request cancelled a queued job: what waits for it must not wait on
 
 
 class JobStore:
@@ -105,7 +106,7 @@ class JobStore:
         if status is JobStatus.QUEUED:
             try:
                 self.transition(job_id, JobStatus.QUEUED, JobStatus.CANCELLED, reason="cancelled by user")
-                return CancelOutcome(JobStatus.CANCELLED, "cancelled before it started")
+                return CancelOutcome(JobStatus.CANCELLED, "cancelled before it started", never_ran=True)
             except TransitionError:
                 return self.request_cancel(job_id)  # it started meanwhile: ask the runner
         if status is JobStatus.RUNNING:
