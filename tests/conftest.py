@@ -145,3 +145,10 @@ def genq(tmp_path, database_url, mnist_root):
     installation = Genq(env=env, home=home)
     yield installation
     installation.stop_workers()
+    import redis
+
+    broker = redis.Redis.from_url(REDIS_URL)
+    leftovers = broker.keys(f"*{env['GENQ_QUEUE']}*")  # messages no worker took, bindings
+    if leftovers:
+        broker.delete(*leftovers)
+    broker.close()
