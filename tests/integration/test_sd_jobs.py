@@ -67,7 +67,7 @@ def test_sd_job_writes_images_that_carry_their_settings_and_reuses_the_model(gen
 def test_sd_job_is_cancelled_between_steps(genq, tiny_model):
     genq.start_worker()
     job_id = genq.client("submit", "sd", "--model", str(tiny_model), "--prompt", "slow", "--steps", "150",
-                         "--width", "256", "--height", "256").stdout.strip()
+                         "--width", "512", "--height", "512").stdout.strip()
     store = genq.store()
     genq.wait_until(lambda: store.get(job_id).progress_done >= 2, timeout=180, what="denoising to start")
     genq.client("cancel", job_id)
