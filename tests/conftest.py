@@ -22,13 +22,11 @@ POSTGRES_ADMIN_URL = os.environ.get("GENQ_TEST_POSTGRES_URL", "postgresql+psycop
 WORKER_START_TIMEOUT_S = 60
 
 
-def data_root() -> Path:
-    return Path(os.environ.get("GENQ_DATA_ROOT") or REPO.parent / "shared" / "data").absolute()
-
-
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    root = data_root()
+    from core.vae.data import default_data_root
+
+    root = default_data_root(REPO).absolute()
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.fail(f"MNIST not found under {root}: set GENQ_DATA_ROOT")
     return root
@@ -46,6 +44,14 @@ def postgres_url():
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Stable Diffusion model in diffusers format, written once per test session."""
+    from core.sd.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd")
 
 
 def migrated(url: str) -> str:
@@ -110,6 +116,9 @@ class Genq:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+    def artifact_paths(self, job_id: str) -> dict[str, Path]:
+        return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id)}
 
     def store(self):
         from core.store.db import make_engine, session_factory

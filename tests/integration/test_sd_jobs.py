@@ -14,7 +14,8 @@ FAST = ["--width", "64", "--height", "64", "--steps", "4"]
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
+def cli_tiny_model(tmp_path_factory) -> Path:
+    """Written by `client models make-tiny`, so the command itself is exercised."""
     import subprocess
 
     from tests.conftest import BIN
@@ -26,19 +27,15 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
-def artifacts(genq, job_id: str) -> dict[str, Path]:
-    return {a["name"]: Path(a["path"]) for a in genq.client_json("artifacts", job_id)}
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_sd_job_writes_images_that_carry_their_settings_and_reuses_the_model(genq, tiny_model):
+def test_sd_job_writes_images_that_carry_their_settings_and_reuses_the_model(genq, cli_tiny_model):
     genq.start_worker()
     # When an sd job with a negative prompt and two images runs
-    first = genq.client_json("submit", "sd", "--model", str(tiny_model), "--prompt", "a red bicycle",
+    first = genq.client_json("submit", "sd", "--model", str(cli_tiny_model), "--prompt", "a red bicycle",
                              "--negative", "blurry", "--num-images", "2", "--seed", "7", *FAST, "--wait")
     # Then it wrote two PNGs whose text chunks carry the negative prompt and the settings, and a grid
     assert first["status"] == "succeeded", first
-    files = artifacts(genq, first["id"])
+    files = genq.artifact_paths(first["id"])
     assert {"image-0.png", "image-1.png", "grid.png"} <= set(files)
     for index in (0, 1):
         with Image.open(files[f"image-{index}.png"]) as image:
@@ -50,23 +47,23 @@ def test_sd_job_writes_images_that_carry_their_settings_and_reuses_the_model(gen
     assert [i["file"] for i in first["result"]["images"]] == ["image-0.png", "image-1.png"]
 
     # And the same job again on the same worker reuses the loaded model and gives the same pictures
-    second = genq.client_json("submit", "sd", "--model", str(tiny_model), "--prompt", "a red bicycle",
+    second = genq.client_json("submit", "sd", "--model", str(cli_tiny_model), "--prompt", "a red bicycle",
                               "--negative", "blurry", "--num-images", "2", "--seed", "7", *FAST, "--wait")
     assert second["result"]["model_cache"] == "hit"
     assert "reused cached model" in genq.client("logs", second["id"]).stdout
-    again = artifacts(genq, second["id"])
+    again = genq.artifact_paths(second["id"])
     for name in ("image-0.png", "image-1.png"):
         assert np.array_equal(np.asarray(Image.open(files[name])), np.asarray(Image.open(again[name])))
 
     # And without a seed, a random one is chosen and recorded on the job
-    third = genq.client_json("submit", "sd", "--model", str(tiny_model), "--prompt", "a red bicycle", *FAST, "--wait")
+    third = genq.client_json("submit", "sd", "--model", str(cli_tiny_model), "--prompt", "a red bicycle", *FAST, "--wait")
     assert third["params"]["seed"] == third["result"]["seed"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_sd_job_is_cancelled_between_steps(genq, tiny_model):
+def test_sd_job_is_cancelled_between_steps(genq, cli_tiny_model):
     genq.start_worker()
-    job_id = genq.client("submit", "sd", "--model", str(tiny_model), "--prompt", "slow", "--steps", "150",
+    job_id = genq.client("submit", "sd", "--model", str(cli_tiny_model), "--prompt", "slow", "--steps", "150",
                          "--width", "512", "--height", "512").stdout.strip()
     store = genq.store()
     genq.wait_until(lambda: store.get(job_id).progress_done >= 2, timeout=180, what="denoising to start")
@@ -75,7 +72,7 @@ def test_sd_job_is_cancelled_between_steps(genq, tiny_model):
     job = json.loads(result.stdout)
     assert result.returncode == 1 and job["status"] == "cancelled"
     assert job["progress"]["done"] < 150
-    assert artifacts(genq, job_id) == {}  # no partial images passed off as results
+    assert genq.artifact_paths(job_id) == {}  # no partial images passed off as results
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -13,10 +12,6 @@ from PIL import Image
 pytestmark = pytest.mark.integration
 
 SMALL_TRAINING = ["--epochs", "2", "--train-limit", "1024", "--capacity", "16", "--seed", "5"]
-
-
-def artifact_paths(genq, job_id: str) -> dict[str, Path]:
-    return {a["name"]: Path(a["path"]) for a in genq.client_json("artifacts", job_id)}
 
 
 def test_interpolate_and_sample_wait_for_their_model_then_run(genq):
@@ -36,7 +31,7 @@ def test_interpolate_and_sample_wait_for_their_model_then_run(genq):
     for job_id in (interpolation["id"], sampling["id"]):
         assert genq.client_json("status", job_id)["started_at"] >= trained["finished_at"]
 
-    files = artifact_paths(genq, interpolation["id"])
+    files = genq.artifact_paths(interpolation["id"])
     latents = json.loads(files["latents.json"].read_text())
     assert [f["lambda"] for f in latents["frames"]] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     assert latents["frames"][-1]["latent"] == pytest.approx(latents["mu1"])
@@ -44,13 +39,13 @@ def test_interpolate_and_sample_wait_for_their_model_then_run(genq):
     with Image.open(files["interpolation.png"]) as strip:
         assert strip.width > strip.height  # one strip: 6 frames plus the two originals
 
-    files = artifact_paths(genq, sampling["id"])
+    files = genq.artifact_paths(sampling["id"])
     for name in ("samples.png", "manifold.png", "reconstructions.png"):
         with Image.open(files[name]) as image:
             image.verify()
     with Image.open(files["manifold.png"]) as manifold:
         assert manifold.size[0] >= 20 * 28 and manifold.size[1] >= 20 * 28
-    assert {"loss.png", "reconstructions.png"} <= set(artifact_paths(genq, model))
+    assert {"loss.png", "reconstructions.png"} <= set(genq.artifact_paths(model))
 
 
 def test_jobs_on_a_failed_model_fail_and_name_it(genq, tmp_path):

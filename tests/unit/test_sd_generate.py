@@ -10,7 +10,6 @@ from core.sd.generate import GenerationInputError, generate
 from core.sd.loading import load_components
 from core.sd.prompt import encode_prompt
 from core.sd.schedulers import SCHEDULERS, make_scheduler
-from core.sd.tiny import make_tiny_model
 
 STEPS = 4
 SIDE = 64
@@ -19,9 +18,8 @@ LONG_PROMPT = " ".join(["a red cat on a blue lake"] * 20)  # 120 words: far over
 
 
 @pytest.fixture(scope="session")
-def components(tmp_path_factory):
-    model = make_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd")
-    return load_components(str(model), "cpu")
+def components(tiny_model):
+    return load_components(str(tiny_model), "cpu")
 
 
 def diffusers_images(components, prompt, negative, num_images, scheduler, seed, guidance=7.5):

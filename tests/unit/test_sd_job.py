@@ -9,18 +9,12 @@ from PIL import Image
 from core.context import JobCancelled, LocalContext
 from core.sd import job
 from core.sd.loading import ModelLoadError
-from core.sd.tiny import make_tiny_model
 from core.specs import SDSpec
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    return str(make_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd"))
-
-
-def spec(model: str, **changes) -> SDSpec:
+def spec(model, **changes) -> SDSpec:
     settings = dict(prompt="a photo of a cat", negative="blurry, ugly", steps=2, width=64, height=64,
-                    seed=7, scheduler="euler-a", model=model)
+                    seed=7, scheduler="euler-a", model=model and str(model))
     settings.update(changes)
     return SDSpec(**settings)
 
@@ -31,7 +25,7 @@ def test_writes_pngs_with_settings_and_a_grid(tmp_path, tiny_model):
 
     assert result["seed"] == 7
     assert result["images"] == [{"file": f"image-{i}.png", "seed": 7, "batch_index": i} for i in range(3)]
-    assert result["model"] == tiny_model and result["model_cache"] == "miss" and result["warnings"] == []
+    assert result["model"] == str(tiny_model) and result["model_cache"] == "miss" and result["warnings"] == []
     assert result["seconds"] > 0
     folder = tmp_path / "j1"
     assert sorted(p.name for p in folder.iterdir()) == ["grid.png", "image-0.png", "image-1.png", "image-2.png"]

@@ -12,11 +12,6 @@ from core.sd.tiny import make_tiny_model
 MISSING_ID = "genq-test/no-such-sd-model"
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd")
-
-
 def test_tiny_model_loads_back(tiny_model):
     components = load_components(str(tiny_model), "cpu")
     assert components.dtype == torch.float32 and components.device == torch.device("cpu")

@@ -1,5 +1,4 @@
 """Interpolation and sampling jobs over a saved VAE (random weights: the mechanics, not the quality)."""
-import json
 from pathlib import Path
 
 import pytest
