@@ -1,6 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /opt/genq
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY genq genq
 COPY core core
 COPY worker worker
 COPY client client

@@ -22,10 +22,10 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from core.sd.generate import generate
-from core.sd.loading import Components, prepare, dtype_for, load_components
-from core.sd.schedulers import make_scheduler
-from core.sd.tiny import SD15_SCHEDULER, make_tiny_model, make_tokenizer
+from genq.core.sd.generate import generate
+from genq.core.sd.loading import Components, prepare, dtype_for, load_components
+from genq.core.sd.schedulers import make_scheduler
+from genq.core.sd.tiny import SD15_SCHEDULER, make_tiny_model, make_tokenizer
 
 PROMPT = "a photo of an astronaut riding a horse on the moon, high quality, detailed"
 NEGATIVE = "blurry, lowres, ugly"

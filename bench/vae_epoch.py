@@ -21,10 +21,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.specs import TrainVAESpec  # noqa: E402
-from core.vae.data import default_data_root, load_mnist  # noqa: E402
-from core.vae.loss import vae_loss  # noqa: E402
-from core.vae.train import Trainer, setup_training  # noqa: E402
+from genq.core.specs import TrainVAESpec  # noqa: E402
+from genq.core.vae.data import default_data_root, load_mnist  # noqa: E402
+from genq.core.vae.loss import vae_loss  # noqa: E402
+from genq.core.vae.train import Trainer, setup_training  # noqa: E402
 
 SEED_WARMUP_BATCHES = 5
 

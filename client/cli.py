@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from client import local
-from client.render import artifact_summary, echo_json, job_details, job_summary, show_text, status_line
-from client.runtime import Runtime, pass_runtime
-from client.submit import submit
-from client.waiting import wait_for
-from core.config import load_settings
-from core.specs import SPECS
-from core.store.states import JobStatus
+from genq.client import local
+from genq.client.render import artifact_summary, echo_json, job_details, job_summary, show_text, status_line
+from genq.client.runtime import Runtime, pass_runtime
+from genq.client.submit import submit
+from genq.client.waiting import wait_for
+from genq.core.config import load_settings
+from genq.core.specs import SPECS
+from genq.core.store.states import JobStatus
 
 STATUSES = [s.value for s in JobStatus]
 
@@ -124,7 +124,7 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
 @pass_runtime
 def cancel(rt: Runtime, job: str) -> None:
     """Cancel a job: a queued one never runs; a running one stops at its next epoch or step."""
-    from worker.dispatch import fail_with_dependents
+    from genq.worker.dispatch import fail_with_dependents
 
     job_id = rt.job(job).id
     outcome = rt.store.request_cancel(job_id)
@@ -143,7 +143,7 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Create or migrate the database to this version's schema (Alembic)."""
-    from core.store.db import upgrade as run_upgrade
+    from genq.core.store.db import upgrade as run_upgrade
 
     settings = load_settings()
     try:
@@ -168,7 +168,7 @@ def config(as_json: bool) -> None:
 @cli.command()
 def up() -> None:
     """Single machine: migrate the database, start a broker if none answers, start a worker."""
-    from core.store.db import upgrade as run_upgrade
+    from genq.core.store.db import upgrade as run_upgrade
 
     settings = load_settings()
     run_upgrade(settings.database_url)
@@ -196,7 +196,7 @@ def models() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 def make_tiny(path: Path) -> None:
     """Write a tiny randomly initialised SD model (diffusers format) to PATH, for tests and demos."""
-    from core.sd.tiny import make_tiny_model
+    from genq.core.sd.tiny import make_tiny_model
 
     written = make_tiny_model(path)
     click.echo(f"wrote a tiny random Stable Diffusion model to {written}")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.config import Settings
+from genq.core.config import Settings
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 START_TIMEOUT_S = 20.0
@@ -84,7 +84,7 @@ def start_worker(settings: Settings) -> str:
         return f"worker: already running (pid {pid})"
     log_file = open(runs / "worker.log", "ab")
     env = dict(os.environ, GENQ_HOME=str(settings.home))
-    process = subprocess.Popen([sys.executable, "-m", "worker"], stdin=subprocess.DEVNULL, stdout=log_file,
+    process = subprocess.Popen([sys.executable, "-m", "genq.worker"], stdin=subprocess.DEVNULL, stdout=log_file,
                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
     pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from core.store.jobs import JobStore
-from core.store.models import Job
+from genq.core.store.jobs import JobStore
+from genq.core.store.models import Job
 
 
 def iso(moment: datetime | None) -> str | None:

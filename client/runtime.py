@@ -5,10 +5,10 @@ from functools import cached_property
 
 import click
 
-from core.config import Settings, load_settings
-from core.store.db import SchemaError, check_schema, make_engine, session_factory
-from core.store.jobs import JobNotFound, JobStore
-from core.store.models import Job
+from genq.core.config import Settings, load_settings
+from genq.core.store.db import SchemaError, check_schema, make_engine, session_factory
+from genq.core.store.jobs import JobNotFound, JobStore
+from genq.core.store.models import Job
 
 
 class Runtime:
@@ -33,7 +33,7 @@ class Runtime:
 
     @cached_property
     def app(self):
-        from worker.app import make_app
+        from genq.worker.app import make_app
 
         return make_app(self.settings)
 

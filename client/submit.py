@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from client.render import echo_json, job_summary, status_line
-from client.runtime import Runtime, pass_runtime
-from client.waiting import wait_for
-from core.specs import MAX_SEED, InterpolateSpec, SampleVAESpec, SDSpec, Spec, SpecError, TrainVAESpec
-from core.store.states import JobStatus
+from genq.client.render import echo_json, job_summary, status_line
+from genq.client.runtime import Runtime, pass_runtime
+from genq.client.waiting import wait_for
+from genq.core.specs import MAX_SEED, InterpolateSpec, SampleVAESpec, SDSpec, Spec, SpecError, TrainVAESpec
+from genq.core.store.states import JobStatus
 
 
 def build_spec(cls, **params) -> Spec:
@@ -41,7 +41,7 @@ def resolve_after(rt: Runtime, ref: str | None, required_kind: str | None = None
 
 
 def enqueue(rt: Runtime, spec: Spec, after: str | None, wait: bool, as_json: bool, timeout: float | None) -> None:
-    from worker.dispatch import BrokerUnavailable, dispatch_if_ready
+    from genq.worker.dispatch import BrokerUnavailable, dispatch_if_ready
 
     store = rt.store
     job = store.create(spec, depends_on=after)

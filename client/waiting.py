@@ -6,9 +6,9 @@ import time
 
 import click
 
-from core.store.jobs import JobStore
-from core.store.models import Job
-from core.store.states import JobStatus
+from genq.core.store.jobs import JobStore
+from genq.core.store.models import Job
+from genq.core.store.states import JobStatus
 
 POLL_INTERVAL_S = 0.5
 EXIT_TIMEOUT = 3

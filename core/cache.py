@@ -5,7 +5,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable
 
-from core.config import DEFAULT_MODEL_CACHE_SIZE
+from genq.core.config import DEFAULT_MODEL_CACHE_SIZE
 
 
 class ModelCache:

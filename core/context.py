@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from core.cache import ModelCache
-from core.store.artifacts import validate_artifact_name, write_atomically
+from genq.core.cache import ModelCache
+from genq.core.store.artifacts import validate_artifact_name, write_atomically
 
 log = logging.getLogger("genq.job")
 

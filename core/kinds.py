@@ -5,10 +5,10 @@ import importlib
 from typing import Callable
 
 RUN_FUNCTIONS: dict[str, str] = {
-    "train-vae": "core.vae.train:run",
-    "interpolate": "core.vae.interpolate:run",
-    "sample-vae": "core.vae.sample:run",
-    "sd": "core.sd.job:run",
+    "train-vae": "genq.core.vae.train:run",
+    "interpolate": "genq.core.vae.interpolate:run",
+    "sample-vae": "genq.core.vae.sample:run",
+    "sd": "genq.core.sd.job:run",
 }
 
 

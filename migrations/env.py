@@ -1,7 +1,7 @@
 from alembic import context
 
-from core.store.db import make_engine
-from core.store.models import Base
+from genq.core.store.db import make_engine
+from genq.core.store.models import Base
 
 config = context.config
 

@@ -24,7 +24,7 @@ WORKER_START_TIMEOUT_S = 60
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    from core.vae.data import default_data_root
+    from genq.core.vae.data import default_data_root
 
     root = default_data_root(REPO).absolute()
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
@@ -49,13 +49,13 @@ def postgres_url():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random Stable Diffusion model in diffusers format, written once per test session."""
-    from core.sd.tiny import make_tiny_model
+    from genq.core.sd.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd")
 
 
 def migrated(url: str) -> str:
-    from core.store.db import upgrade
+    from genq.core.store.db import upgrade
 
     upgrade(url)
     return url
@@ -121,8 +121,8 @@ class Genq:
         return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id)}
 
     def store(self):
-        from core.store.db import make_engine, session_factory
-        from core.store.jobs import JobStore
+        from genq.core.store.db import make_engine, session_factory
+        from genq.core.store.jobs import JobStore
 
         return JobStore(session_factory(make_engine(self.env["GENQ_DATABASE_URL"])))
 

@@ -10,8 +10,8 @@ import os
 import socket
 import sys
 
-from core.config import load_settings
-from core.store.db import SchemaError
+from genq.core.config import load_settings
+from genq.core.store.db import SchemaError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    from worker.tasks import create_worker_app
+    from genq.worker.tasks import create_worker_app
 
     try:
         app = create_worker_app(settings)

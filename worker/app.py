@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.config import Settings, load_settings
+from genq.core.config import Settings, load_settings
 
 RUN_JOB_TASK = "genq.run_job"
 

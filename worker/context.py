@@ -5,10 +5,10 @@ import logging
 import threading
 from pathlib import Path
 
-from core.cache import ModelCache
-from core.context import JobCancelled
-from core.store.artifacts import ArtifactStore, validate_artifact_name
-from core.store.jobs import JobStore
+from genq.core.cache import ModelCache
+from genq.core.context import JobCancelled
+from genq.core.store.artifacts import ArtifactStore, validate_artifact_name
+from genq.core.store.jobs import JobStore
 
 log = logging.getLogger("genq.job")
 

@@ -6,10 +6,10 @@ import logging
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from core.store.jobs import JobStore
-from core.store.models import Job
-from core.store.states import JobStatus
-from worker.app import RUN_JOB_TASK
+from genq.core.store.jobs import JobStore
+from genq.core.store.models import Job
+from genq.core.store.states import JobStatus
+from genq.worker.app import RUN_JOB_TASK
 
 log = logging.getLogger("genq.dispatch")
 

@@ -11,11 +11,11 @@ import threading
 
 from sqlalchemy import select
 
-from core.store.jobs import JobStore
-from core.store.models import Job
-from core.store.states import JobStatus
-from worker.dispatch import BrokerUnavailable, send
-from worker.runner import heartbeat_age_s
+from genq.core.store.jobs import JobStore
+from genq.core.store.models import Job
+from genq.core.store.states import JobStatus
+from genq.worker.dispatch import BrokerUnavailable, send
+from genq.worker.runner import heartbeat_age_s
 
 log = logging.getLogger("genq.recovery")
 

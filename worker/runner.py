@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from core.cache import ModelCache
-from core.config import Settings
-from core.context import JobCancelled
-from core.kinds import run_function
-from core.specs import spec_from_params
-from core.store.artifacts import ArtifactStore
-from core.store.jobs import JobStore
-from core.store.models import Job
-from core.store.states import JobStatus, TransitionError
-from worker.context import Heartbeat, JobSuperseded, StoreContext
+from genq.core.cache import ModelCache
+from genq.core.config import Settings
+from genq.core.context import JobCancelled
+from genq.core.kinds import run_function
+from genq.core.specs import spec_from_params
+from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.jobs import JobStore
+from genq.core.store.models import Job
+from genq.core.store.states import JobStatus, TransitionError
+from genq.worker.context import Heartbeat, JobSuperseded, StoreContext
 
 log = logging.getLogger("genq.worker")
 

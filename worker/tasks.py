@@ -5,15 +5,15 @@ import logging
 
 from celery import Celery, signals
 
-from core.cache import ModelCache
-from core.config import Settings, load_settings
-from core.store.artifacts import ArtifactStore
-from core.store.db import check_schema, make_engine, session_factory
-from core.store.jobs import JobStore
-from worker.app import RUN_JOB_TASK, make_app
-from worker.dispatch import release_dependents
-from worker.recovery import AbandonedJobSweeper
-from worker.runner import JobRunner, worker_name
+from genq.core.cache import ModelCache
+from genq.core.config import Settings, load_settings
+from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.db import check_schema, make_engine, session_factory
+from genq.core.store.jobs import JobStore
+from genq.worker.app import RUN_JOB_TASK, make_app
+from genq.worker.dispatch import release_dependents
+from genq.worker.recovery import AbandonedJobSweeper
+from genq.worker.runner import JobRunner, worker_name
 
 log = logging.getLogger("genq.worker")
 

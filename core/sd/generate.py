@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.sd.loading import Components
-from core.sd.prompt import encode_prompt, truncation_warning, uses_guidance
-from core.sd.schedulers import SCHEDULERS, make_scheduler
+from genq.core.sd.loading import Components
+from genq.core.sd.prompt import encode_prompt, truncation_warning, uses_guidance
+from genq.core.sd.schedulers import SCHEDULERS, make_scheduler
 
 OnStep = Callable[[int, int], None]  # (steps done, total steps); may raise to stop the run
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from PIL import Image
 
-from core.images import grid, png_bytes
-from core.sd.schedulers import SAMPLER_LABELS
+from genq.core.images import grid, png_bytes
+from genq.core.sd.schedulers import SAMPLER_LABELS
 
 
 def parameters_text(settings: dict[str, Any]) -> str:

@@ -5,12 +5,12 @@ import secrets
 import time
 from typing import Any
 
-from core.context import JobContext
-from core.sd.generate import generate
-from core.images import png_bytes
-from core.sd.images import make_grid, settings_png
-from core.sd.loading import ModelLoadError, load_components
-from core.specs import MAX_SEED, SDSpec
+from genq.core.context import JobContext
+from genq.core.sd.generate import generate
+from genq.core.images import png_bytes
+from genq.core.sd.images import make_grid, settings_png
+from genq.core.sd.loading import ModelLoadError, load_components
+from genq.core.specs import MAX_SEED, SDSpec
 
 
 def run(spec: SDSpec, ctx: JobContext) -> dict[str, Any]:

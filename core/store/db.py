@@ -50,7 +50,7 @@ def session_factory(engine: Engine) -> sessionmaker:
 def _alembic_config(url: str):
     from alembic.config import Config
 
-    script_location = str(resources.files("migrations"))
+    script_location = str(resources.files("genq.migrations"))
     config = Config()
     config.set_main_option("script_location", script_location)
     config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))

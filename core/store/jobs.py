@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import sessionmaker
 
-from core.specs import Spec, to_params
-from core.store.artifacts import StoredFile
-from core.store.models import Artifact, Job, JobEvent, JobLog, Metric, utcnow
-from core.store.states import JobStatus, TransitionError, transition
+from genq.core.specs import Spec, to_params
+from genq.core.store.artifacts import StoredFile
+from genq.core.store.models import Artifact, Job, JobEvent, JobLog, Metric, utcnow
+from genq.core.store.states import JobStatus, TransitionError, transition
 
 MIN_ID_PREFIX = 4
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core.store.models import Job, JobEvent, utcnow
+from genq.core.store.models import Job, JobEvent, utcnow
 
 
 class JobStatus(str, Enum):

@@ -6,8 +6,8 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from core.images import Chart, Series, gray_image, grid, labelled_rows, line_chart, png_bytes
-from core.vae.model import VAE
+from genq.core.images import Chart, Series, gray_image, grid, labelled_rows, line_chart, png_bytes
+from genq.core.vae.model import VAE
 
 SCALE = 3  # each 28x28 digit is drawn 84x84
 RECONSTRUCTION_COUNT = 10

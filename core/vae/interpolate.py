@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from core.context import JobContext
-from core.specs import InterpolateSpec
-from core.vae.data import first_index_of_digit, load_mnist
-from core.vae.figures import strip_png
-from core.vae.model import load_job_model
+from genq.core.context import JobContext
+from genq.core.specs import InterpolateSpec
+from genq.core.vae.data import first_index_of_digit, load_mnist
+from genq.core.vae.figures import strip_png
+from genq.core.vae.model import load_job_model
 
 
 def interpolate_latents(mu1: torch.Tensor, mu2: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from core.context import JobContext
-from core.specs import MAX_SEED, SampleVAESpec
-from core.vae.data import load_mnist
-from core.vae.figures import RECONSTRUCTION_COUNT, grid_png, reconstructions_png
-from core.vae.model import load_job_model
+from genq.core.context import JobContext
+from genq.core.specs import MAX_SEED, SampleVAESpec
+from genq.core.vae.data import load_mnist
+from genq.core.vae.figures import RECONSTRUCTION_COUNT, grid_png, reconstructions_png
+from genq.core.vae.model import load_job_model
 
 MANIFOLD_SIZE = 20
 MANIFOLD_SPAN = 1.5

@@ -22,12 +22,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from core.context import JobContext
-from core.specs import MAX_SEED, TrainVAESpec
-from core.vae.data import load_mnist
-from core.vae.figures import RECONSTRUCTION_COUNT, loss_png, reconstructions_png
-from core.vae.loss import vae_loss
-from core.vae.model import VAE, VAEConfig, config_bytes, model_bytes
+from genq.core.context import JobContext
+from genq.core.specs import MAX_SEED, TrainVAESpec
+from genq.core.vae.data import load_mnist
+from genq.core.vae.figures import RECONSTRUCTION_COUNT, loss_png, reconstructions_png
+from genq.core.vae.loss import vae_loss
+from genq.core.vae.model import VAE, VAEConfig, config_bytes, model_bytes
 
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from client.local import broker_answers
+from genq.client.local import broker_answers
 
 pytestmark = pytest.mark.integration
 

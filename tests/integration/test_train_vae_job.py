@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from core.store.models import Job
+from genq.core.store.models import Job
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def test_train_vae_runs_end_to_end(genq):
     model = artifacts["model.safetensors"]
     assert hashlib.sha256(Path(model["path"]).read_bytes()).hexdigest() == model["sha256"]
     assert Path(model["path"]).stat().st_size == model["bytes"]
-    from core.vae.model import load_trained
+    from genq.core.vae.model import load_trained
 
     vae = load_trained(Path(model["path"]), Path(artifacts["config.json"]["path"]), "cpu")
     assert vae.encoder.fc_mu.out_features == 2

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from core.store.artifacts import ArtifactNameError, ArtifactStore, validate_artifact_name
+from genq.core.store.artifacts import ArtifactNameError, ArtifactStore, validate_artifact_name
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "images/image-0.png", "a_b-c.1.json"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import Chart, Series, gray_image, grid, labelled_rows, line_chart, nice_ticks, png_bytes
+from genq.core.images import Chart, Series, gray_image, grid, labelled_rows, line_chart, nice_ticks, png_bytes
 
 
 def test_gray_image_maps_unit_floats_to_bytes_and_scales():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from core.sd.generate import GenerationInputError, generate
-from core.sd.loading import load_components
-from core.sd.prompt import encode_prompt
-from core.sd.schedulers import SCHEDULERS, make_scheduler
+from genq.core.sd.generate import GenerationInputError, generate
+from genq.core.sd.loading import load_components
+from genq.core.sd.prompt import encode_prompt
+from genq.core.sd.schedulers import SCHEDULERS, make_scheduler
 
 STEPS = 4
 SIDE = 64

@@ -6,10 +6,10 @@ import json
 import pytest
 from PIL import Image
 
-from core.context import JobCancelled, LocalContext
-from core.sd import job
-from core.sd.loading import ModelLoadError
-from core.specs import SDSpec
+from genq.core.context import JobCancelled, LocalContext
+from genq.core.sd import job
+from genq.core.sd.loading import ModelLoadError
+from genq.core.specs import SDSpec
 
 
 def spec(model, **changes) -> SDSpec:

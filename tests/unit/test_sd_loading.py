@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from core.sd.loading import ModelLoadError, load_components
-from core.sd.tiny import make_tiny_model
+from genq.core.sd.loading import ModelLoadError, load_components
+from genq.core.sd.tiny import make_tiny_model
 
 MISSING_ID = "genq-test/no-such-sd-model"
 

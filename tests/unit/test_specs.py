@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import load_settings
-from core.specs import InterpolateSpec, SampleVAESpec, SDSpec, SpecError, TrainVAESpec, spec_from_params, to_params
+from genq.core.config import load_settings
+from genq.core.specs import InterpolateSpec, SampleVAESpec, SDSpec, SpecError, TrainVAESpec, spec_from_params, to_params
 
 
 def test_train_defaults_are_the_seed_configuration():

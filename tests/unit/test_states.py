@@ -5,10 +5,10 @@ import threading
 
 import pytest
 
-from core.specs import TrainVAESpec
-from core.store.db import make_engine, session_factory
-from core.store.jobs import JobStore
-from core.store.states import ALLOWED, JobStatus, TransitionError, transition
+from genq.core.specs import TrainVAESpec
+from genq.core.store.db import make_engine, session_factory
+from genq.core.store.jobs import JobStore
+from genq.core.store.states import ALLOWED, JobStatus, TransitionError, transition
 
 
 @pytest.fixture

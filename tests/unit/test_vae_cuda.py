@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.context import JobCancelled, LocalContext
-from core.specs import TrainVAESpec
-from core.vae import train
-from core.vae.data import default_data_root, load_mnist
+from genq.core.context import JobCancelled, LocalContext
+from genq.core.specs import TrainVAESpec
+from genq.core.vae import train
+from genq.core.vae.data import default_data_root, load_mnist
 
 DATA_ROOT = default_data_root(Path(__file__).resolve().parents[2])
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.specs import InterpolateSpec
-from core.vae.data import default_data_root, first_index_of_digit, load_mnist
-from core.vae.interpolate import choose_indices
+from genq.core.specs import InterpolateSpec
+from genq.core.vae.data import default_data_root, first_index_of_digit, load_mnist
+from genq.core.vae.interpolate import choose_indices
 
 DATA_ROOT = default_data_root(Path(__file__).resolve().parents[2])
 pytestmark = pytest.mark.skipif(not (DATA_ROOT / "MNIST" / "raw").is_dir(), reason=f"no MNIST under {DATA_ROOT}")

@@ -5,13 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core.context import LocalContext
-from core.specs import InterpolateSpec, SampleVAESpec
-from core.vae import interpolate, sample
-from core.vae.data import default_data_root, load_mnist
-from core.vae.interpolate import interpolate_latents
-from core.vae.model import VAE, VAEConfig, config_bytes, model_bytes
-from core.vae.sample import manifold_latents
+from genq.core.context import LocalContext
+from genq.core.specs import InterpolateSpec, SampleVAESpec
+from genq.core.vae import interpolate, sample
+from genq.core.vae.data import default_data_root, load_mnist
+from genq.core.vae.interpolate import interpolate_latents
+from genq.core.vae.model import VAE, VAEConfig, config_bytes, model_bytes
+from genq.core.vae.sample import manifold_latents
 
 DATA_ROOT = default_data_root(Path(__file__).resolve().parents[2])
 needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "MNIST" / "raw").is_dir(), reason=f"no MNIST under {DATA_ROOT}")

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from core.vae.loss import vae_loss
-from core.vae.model import VAE, VAEConfig, config_bytes, load_trained, model_bytes
+from genq.core.vae.loss import vae_loss
+from genq.core.vae.model import VAE, VAEConfig, config_bytes, load_trained, model_bytes
 
 
 def test_shapes_follow_the_seed():

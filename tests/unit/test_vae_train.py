@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from core.context import JobCancelled, LocalContext
-from core.specs import TrainVAESpec
-from core.vae import train
-from core.vae.data import default_data_root
-from core.vae.model import VAE, VAEConfig
+from genq.core.context import JobCancelled, LocalContext
+from genq.core.specs import TrainVAESpec
+from genq.core.vae import train
+from genq.core.vae.data import default_data_root
+from genq.core.vae.model import VAE, VAEConfig
 
 DATA_ROOT = default_data_root(Path(__file__).resolve().parents[2])
 pytestmark = pytest.mark.skipif(not (DATA_ROOT / "MNIST" / "raw").is_dir(), reason=f"no MNIST under {DATA_ROOT}")
