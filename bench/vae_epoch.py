@@ -21,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from genq.core.specs import TrainVAESpec  # noqa: E402
+from genq.core.kinds.train_vae import TrainVAE  # noqa: E402
 from genq.core.vae.data import default_data_root, load_mnist  # noqa: E402
 from genq.core.vae.loss import vae_loss  # noqa: E402
 from genq.core.vae.train import Trainer, setup_training  # noqa: E402
@@ -81,7 +81,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    spec = TrainVAESpec(latent_dims=args.latent_dims, capacity=args.capacity, train_limit=args.train_limit, seed=0)
+    spec = TrainVAE(latent_dims=args.latent_dims, capacity=args.capacity, train_limit=args.train_limit, seed=0)
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
           f"torch {torch.__version__}, capacity {spec.capacity}, latent {spec.latent_dims}, batch {spec.batch_size}")
 

@@ -13,7 +13,7 @@ from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
 from genq.client.waiting import wait_for
 from genq.core.config import load_settings
-from genq.core.specs import SPECS
+from genq.core.kinds import KINDS
 from genq.core.store.states import JobStatus
 
 STATUSES = [s.value for s in JobStatus]
@@ -55,7 +55,7 @@ def wait(rt: Runtime, job: str, timeout: float | None, as_json: bool) -> None:
 
 @cli.command("list")
 @click.option("--status", "status_filter", type=click.Choice(STATUSES), default=None)
-@click.option("--kind", type=click.Choice(sorted(SPECS)), default=None)
+@click.option("--kind", type=click.Choice(sorted(KINDS)), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime

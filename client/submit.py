@@ -1,46 +1,62 @@
-"""`client submit KIND ...`: validate, store the job as queued, then send its id to the broker."""
+"""`client submit KIND ...`: validate, store the job as queued, then send its id to the broker.
+
+Each kind's command is generated from its declaration (genq.core.kinds): one option per
+parameter, with its type, range, default and help text; validation and its messages are the
+declaration's own.
+"""
 from __future__ import annotations
 
-import dataclasses
-import random
-from pathlib import Path
+import types
+import typing
+from typing import Any
 
+import annotated_types
 import click
+from pydantic.fields import FieldInfo
 
 from genq.client.render import echo_json, job_summary, status_line
-from genq.client.runtime import Runtime, pass_runtime
+from genq.client.runtime import Runtime
 from genq.client.waiting import wait_for
-from genq.core.specs import MAX_SEED, InterpolateSpec, SampleVAESpec, SDSpec, Spec, SpecError, TrainVAESpec
+from genq.core.kinds import KIND_CLASSES
+from genq.core.params import JobParams, SpecError, parse
 from genq.core.store.states import JobStatus
 
 
-def build_spec(cls, **params) -> Spec:
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def build_params(rt: Runtime, cls: type[JobParams], values: dict[str, Any]) -> JobParams:
     try:
-        return cls(**params)
+        return parse(cls, values, rt.settings)
     except SpecError as exc:
-        raise click.UsageError(str(exc)) from exc
+        where = f"{option_name(exc.field)}: " if exc.field in cls.model_fields else ""
+        raise click.UsageError(f"{where}{exc.reason}") from None
 
 
-def with_seed(spec: Spec) -> Spec:
-    """A job without a seed gets a random one now, so that the job records what it ran with."""
-    if getattr(spec, "seed", 0) is None:
-        return dataclasses.replace(spec, seed=random.randint(0, MAX_SEED))
-    return spec
-
-
-def resolve_after(rt: Runtime, ref: str | None, required_kind: str | None = None, option: str = "--after") -> str | None:
-    if ref is None:
-        return None
+def resolve_job(rt: Runtime, ref: str, option: str, required_kind: str | None = None) -> str:
     try:
         job = rt.store.resolve(ref)
     except LookupError as exc:
-        raise click.UsageError(f"{option}: {exc}") from exc
+        raise click.UsageError(f"{option}: {exc.args[0]}") from None
     if required_kind and job.kind != required_kind:
         raise click.UsageError(f"{option} {ref} is a {job.kind} job, not a {required_kind} job")
     return job.id
 
 
-def enqueue(rt: Runtime, spec: Spec, after: str | None, wait: bool, as_json: bool, timeout: float | None) -> None:
+def submit_params(rt: Runtime, cls: type[JobParams], values: dict[str, Any], after: str | None) -> tuple[JobParams, str | None]:
+    """Validated parameters with job references made full ids and a seed chosen, and the job to wait for."""
+    params = build_params(rt, cls, {name: value for name, value in values.items() if value is not None})
+    waits_for = resolve_job(rt, after, "--after") if after is not None else None
+    for name, kind in cls.job_refs().items():
+        ref_id = resolve_job(rt, getattr(params, name), option_name(name), kind)
+        if waits_for is not None and waits_for != ref_id:
+            raise click.UsageError(f"--after must be the {option_name(name)} job for this kind (it already waits for it)")
+        params, waits_for = params.replace(**{name: ref_id}), ref_id
+    return params.with_seed(), waits_for
+
+
+def enqueue(rt: Runtime, spec: JobParams, after: str | None, wait: bool, as_json: bool, timeout: float | None) -> None:
     from genq.worker.dispatch import BrokerUnavailable, dispatch_if_ready
 
     store = rt.store
@@ -66,13 +82,61 @@ def enqueue(rt: Runtime, spec: Spec, after: str | None, wait: bool, as_json: boo
         raise SystemExit(1)
 
 
-def common_options(func):
-    func = click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after S seconds (exit 3).")(func)
-    func = click.option("--json", "as_json", is_flag=True, help="Print the job as a JSON object.")(func)
-    func = click.option("--wait", is_flag=True, help="Wait for the job to finish; exit 0 only if it succeeded.")(func)
-    func = click.option("--after", metavar="JOB", default=None,
-                        help="Start only after JOB succeeded (fail if it fails), like Slurm's afterok.")(func)
-    return func
+def common_options() -> list[click.Option]:
+    return [
+        click.Option(["--after"], metavar="JOB", default=None,
+                     help="Start only after JOB succeeded (fail if it fails), like Slurm's afterok."),
+        click.Option(["--wait"], is_flag=True, help="Wait for the job to finish; exit 0 only if it succeeded."),
+        click.Option(["--json", "as_json"], is_flag=True, help="Print the job as a JSON object."),
+        click.Option(["--timeout"], type=float, default=None, help="With --wait: give up waiting after S seconds (exit 3)."),
+    ]
+
+
+def click_type(annotation: Any) -> click.ParamType:
+    """The click type of a parameter's annotation (`X | None` is X)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(choice) for choice in typing.get_args(annotation)])
+    return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation]
+
+
+def range_text(field: FieldInfo) -> str:
+    low = high = multiple = None
+    for rule in field.metadata:
+        if isinstance(rule, (annotated_types.Ge, annotated_types.Gt)):
+            low = f"{rule.ge}" if isinstance(rule, annotated_types.Ge) else f">{rule.gt}"
+        elif isinstance(rule, (annotated_types.Le, annotated_types.Lt)):
+            high = f"{rule.le}" if isinstance(rule, annotated_types.Le) else f"<{rule.lt}"
+        elif isinstance(rule, annotated_types.MultipleOf):
+            multiple = rule.multiple_of
+    parts = []
+    if low is not None or high is not None:
+        parts.append(f"{low or ''}..{high or ''}")
+    if multiple is not None:
+        parts.append(f"multiple of {multiple}")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+def parameter_option(name: str, field: FieldInfo) -> click.Option:
+    """One option of a kind's command, described by the declaration of its parameter."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    help_text = (field.description or "") + range_text(field)
+    if not field.is_required() and field.default is not None:
+        help_text += f" [default: {field.default}]"
+    return click.Option([option_name(name), name], type=click_type(field.annotation), default=None,
+                        required=field.is_required(), metavar=extra.get("metavar"), help=help_text)
+
+
+def kind_command(cls: type[JobParams]) -> click.Command:
+    def callback(after, wait, as_json, timeout, **values) -> None:
+        rt = click.get_current_context().ensure_object(Runtime)
+        params, waits_for = submit_params(rt, cls, values, after)
+        enqueue(rt, params, waits_for, wait, as_json, timeout)
+
+    options = [parameter_option(name, field) for name, field in cls.model_fields.items()]
+    return click.Command(cls.kind, callback=callback, params=options + common_options(),
+                         help=cls.__doc__, short_help=(cls.__doc__ or "").strip().splitlines()[0])
 
 
 @click.group()
@@ -80,88 +144,5 @@ def submit() -> None:
     """Submit a job. The job id is printed; `client wait ID` follows it."""
 
 
-@submit.command("train-vae")
-@click.option("--latent-dims", type=int, default=2, show_default=True, help="Size of the latent space.")
-@click.option("--capacity", type=int, default=64, show_default=True, help="Channels c of the first conv layer (second has 2c).")
-@click.option("--beta", type=float, default=1.0, show_default=True, help="Weight of the KL term.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--weight-decay", type=float, default=1e-5, show_default=True, help="Adam weight decay.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--train-limit", type=int, default=None, help="Train on the first N training images only.")
-@click.option("--seed", type=int, default=None, help="RNG seed (random and recorded when omitted).")
-@common_options
-@pass_runtime
-def train_vae(rt: Runtime, after, wait, as_json, timeout, **params) -> None:
-    """Train the seed's convolutional VAE on MNIST (defaults: the seed's configuration)."""
-    spec = with_seed(build_spec(TrainVAESpec, **params))
-    enqueue(rt, spec, resolve_after(rt, after), wait, as_json, timeout)
-
-
-@submit.command("interpolate")
-@click.option("--model", "model_job", required=True, metavar="JOB", help="A train-vae job (waits for it if unfinished).")
-@click.option("--from-index", type=int, default=None, help="Test-set index of image 1 (lambda = 1).")
-@click.option("--to-index", type=int, default=None, help="Test-set index of image 2 (lambda = 0).")
-@click.option("--from-digit", type=int, default=None, help="Image 1 is the first test image of this digit.")
-@click.option("--to-digit", type=int, default=None, help="Image 2 is the first test image of this digit.")
-@click.option("--steps", type=int, default=10, show_default=True, help="Number of frames K (lambda in linspace(0, 1, K)).")
-@common_options
-@pass_runtime
-def interpolate(rt: Runtime, model_job, after, wait, as_json, timeout, **params) -> None:
-    """Decode lambda*mu1 + (1-lambda)*mu2 between two test images of a trained VAE."""
-    spec = build_spec(InterpolateSpec, model_job=model_job, **params)
-    model_id = resolve_after(rt, model_job, "train-vae", "--model")
-    spec = dataclasses.replace(spec, model_job=model_id)
-    enqueue(rt, spec, model_after(rt, model_id, after), wait, as_json, timeout)
-
-
-@submit.command("sample-vae")
-@click.option("--model", "model_job", required=True, metavar="JOB", help="A train-vae job (waits for it if unfinished).")
-@click.option("--count", type=int, default=64, show_default=True, help="Number of draws from N(0, I).")
-@click.option("--seed", type=int, default=None, help="RNG seed (random and recorded when omitted).")
-@common_options
-@pass_runtime
-def sample_vae(rt: Runtime, model_job, after, wait, as_json, timeout, **params) -> None:
-    """Decode draws from the prior of a trained VAE (and its 2-D latent manifold)."""
-    spec = build_spec(SampleVAESpec, model_job=model_job, **params)
-    model_id = resolve_after(rt, model_job, "train-vae", "--model")
-    spec = with_seed(dataclasses.replace(spec, model_job=model_id))
-    enqueue(rt, spec, model_after(rt, model_id, after), wait, as_json, timeout)
-
-
-def model_after(rt: Runtime, model_id: str, after: str | None) -> str:
-    if after is not None and resolve_after(rt, after) != model_id:
-        raise click.UsageError("--after must be the --model job for this kind (it already waits for it)")
-    return model_id
-
-
-@submit.command("sd")
-@click.option("--prompt", required=True, help="What the picture shows.")
-@click.option("--negative", default=None, help="What must not be in the picture (negative prompt).")
-@click.option("--steps", type=int, default=30, show_default=True, help="Denoising steps (1-150).")
-@click.option("--guidance", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--seed", type=int, default=None, help="Same seed, same image (random and recorded when omitted).")
-@click.option("--width", type=int, default=512, show_default=True, help="Multiple of 8, 64-2048.")
-@click.option("--height", type=int, default=512, show_default=True, help="Multiple of 8, 64-2048.")
-@click.option("--num-images", type=int, default=1, show_default=True, help="Images for this prompt (1-16).")
-@click.option("--scheduler", type=click.Choice(["dpm++", "ddim", "euler", "euler-a", "pndm"]), default="dpm++",
-              show_default=True)
-@click.option("--model", default=None, metavar="ID_OR_PATH",
-              help="Diffusers folder, hub model id or single-file .safetensors (default: GENQ_SD_MODEL).")
-@common_options
-@pass_runtime
-def sd(rt: Runtime, after, wait, as_json, timeout, model, **params) -> None:
-    """Stable Diffusion text-to-image with an optional negative prompt."""
-    model = model or rt.settings.sd_model
-    if looks_like_path(model):
-        path = Path(model).expanduser()
-        if not path.exists():
-            raise click.UsageError(f"--model {model}: no such file or folder")
-        model = str(path.absolute())
-    spec = with_seed(build_spec(SDSpec, model=model, **params))
-    enqueue(rt, spec, resolve_after(rt, after), wait, as_json, timeout)
-
-
-def looks_like_path(model: str) -> bool:
-    """A hub id is `owner/name`; anything that starts like a path or names a file is a path."""
-    return model.startswith((".", "/", "~")) or model.endswith(".safetensors") or Path(model).exists() or model.count("/") > 1
+for _cls in KIND_CLASSES:
+    submit.add_command(kind_command(_cls))

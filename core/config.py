@@ -13,6 +13,9 @@ DEFAULT_STALE_AFTER_S = 30.0  # a running job whose heartbeat is older than this
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_MODEL_CACHE_SIZE = 2
 DEFAULT_QUEUE = "gpu"
+# One sd job's size: images x width x height, and that times the denoising steps (8 images of 1024x1024 at 50 steps).
+DEFAULT_SD_MAX_PIXELS = 8 * 1024 * 1024
+DEFAULT_SD_MAX_PIXEL_STEPS = DEFAULT_SD_MAX_PIXELS * 50
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class Settings:
     model_cache_size: int
     device: str  # "auto", "cpu" or "cuda"
     torch_threads: int  # CPU threads for torch in a worker; 0 keeps torch's default
+    sd_max_pixels: int
+    sd_max_pixel_steps: int
+    model_roots: tuple[Path, ...]  # local SD models must lie under one of these; empty: anywhere
 
     def describe(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
@@ -65,4 +71,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int),
         device=env.get("GENQ_DEVICE") or "auto",
         torch_threads=_number(env, "GENQ_TORCH_THREADS", 0, int),
+        sd_max_pixels=_number(env, "GENQ_SD_MAX_PIXELS", DEFAULT_SD_MAX_PIXELS, int),
+        sd_max_pixel_steps=_number(env, "GENQ_SD_MAX_PIXEL_STEPS", DEFAULT_SD_MAX_PIXEL_STEPS, int),
+        model_roots=tuple(Path(p).expanduser().absolute() for p in (env.get("GENQ_MODEL_ROOTS") or "").split(os.pathsep) if p),
     )

@@ -18,8 +18,7 @@ from typing import Callable
 from genq.core.cache import ModelCache
 from genq.core.config import Settings
 from genq.core.context import JobCancelled
-from genq.core.kinds import run_function
-from genq.core.specs import spec_from_params
+from genq.core.kinds import params_from_json, run_function
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
@@ -124,7 +123,7 @@ class JobRunner:
                                    data_root=self.settings.data_root, cache=self.cache)
                 if attempt > 1:
                     ctx.log(f"attempt {attempt}: resuming where the previous worker left off, if it saved state")
-                spec = spec_from_params(job.kind, job.params)
+                spec = params_from_json(job.kind, job.params, self.settings)
                 result = run_function(job.kind)(spec, ctx)
                 outcome, values, reason = JobStatus.SUCCEEDED, {"result": result or {}}, None
             except JobSuperseded as exc:

@@ -1,7 +1,6 @@
 """The `sd` job: one prompt (and optional negative prompt) to PNG images with their settings."""
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -9,14 +8,13 @@ from genq.core.context import JobContext
 from genq.core.sd.generate import generate
 from genq.core.images import png_bytes
 from genq.core.sd.images import make_grid, settings_png
-from genq.core.sd.loading import ModelLoadError, load_components
-from genq.core.specs import MAX_SEED, SDSpec
+from genq.core.sd.loading import load_components
+from genq.core.kinds.sd import SD
+from genq.core.params import random_seed
 
 
-def run(spec: SDSpec, ctx: JobContext) -> dict[str, Any]:
+def run(spec: SD, ctx: JobContext) -> dict[str, Any]:
     started = time.perf_counter()
-    if not spec.model:
-        raise ModelLoadError("no Stable Diffusion model given: set GENQ_SD_MODEL where the job is submitted, or pass --model")
     ctx.check_cancelled()
     components, cached = ctx.cache.get_or_load(
         ("sd", spec.model, ctx.device), lambda: load_components(spec.model, ctx.device)
@@ -25,7 +23,7 @@ def run(spec: SDSpec, ctx: JobContext) -> dict[str, Any]:
 
     seed = spec.seed
     if seed is None:
-        seed = secrets.randbelow(MAX_SEED + 1)
+        seed = random_seed()
         ctx.log(f"no seed given; using seed {seed}")
 
     def on_step(done: int, total: int) -> None:
@@ -59,7 +57,7 @@ def run(spec: SDSpec, ctx: JobContext) -> dict[str, Any]:
     }
 
 
-def _settings(spec: SDSpec, seed: int, index: int) -> dict[str, Any]:
+def _settings(spec: SD, seed: int, index: int) -> dict[str, Any]:
     return {
         "prompt": spec.prompt,
         "negative_prompt": spec.negative or "",

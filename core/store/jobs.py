@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import sessionmaker
 
-from genq.core.specs import Spec, to_params
+from genq.core.params import JobParams
 from genq.core.store.artifacts import StoredFile
 from genq.core.store.models import Artifact, Job, JobEvent, JobLog, Metric, utcnow
 from genq.core.store.states import JobStatus, TransitionError, transition
@@ -32,8 +32,8 @@ class JobStore:
         self.sessions = sessions
 
     # -- jobs ---------------------------------------------------------------------------
-    def create(self, spec: Spec, depends_on: str | None = None) -> Job:
-        job = Job(id=str(uuid.uuid4()), kind=spec.kind, status=JobStatus.QUEUED.value, params=to_params(spec),
+    def create(self, spec: JobParams, depends_on: str | None = None) -> Job:
+        job = Job(id=str(uuid.uuid4()), kind=spec.kind, status=JobStatus.QUEUED.value, params=spec.to_json(),
                   attempts=0, depends_on=depends_on, cancel_requested=False, submitted_at=utcnow(),
                   progress_done=0, progress_total=0)
         with self.sessions() as session:
@@ -56,7 +56,7 @@ class JobStore:
         if len(ref) < MIN_ID_PREFIX:
             raise JobNotFound(f"no job {ref!r} (give the full id or at least {MIN_ID_PREFIX} characters of it)")
         with self.sessions() as session:
-            matches = session.scalars(select(Job).where(Job.id.startswith(ref)).limit(2)).all()
+            matches = session.scalars(select(Job).where(Job.id.startswith(ref, autoescape=True)).limit(2)).all()
         if not matches:
             raise JobNotFound(f"no job {ref!r}")
         if len(matches) > 1:

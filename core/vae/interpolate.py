@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from genq.core.context import JobContext
-from genq.core.specs import InterpolateSpec
+from genq.core.kinds.interpolate import Interpolate
 from genq.core.vae.data import first_index_of_digit, load_mnist
 from genq.core.vae.figures import strip_png
 from genq.core.vae.model import load_job_model
@@ -25,16 +25,16 @@ def interpolate_latents(mu1: torch.Tensor, mu2: torch.Tensor, steps: int) -> tup
     return lambdas, weights * mu1[None, :] + (1 - weights) * mu2[None, :]
 
 
-def choose_indices(spec: InterpolateSpec, labels: torch.Tensor) -> tuple[int, int]:
+def choose_indices(spec: Interpolate, labels: torch.Tensor) -> tuple[int, int]:
     """(from, to) test-set indices: given, or the first test image of each digit."""
     if spec.by_digit:
         return first_index_of_digit(labels, spec.from_digit), first_index_of_digit(labels, spec.to_digit)
     return spec.indices
 
 
-def run(spec: InterpolateSpec, ctx: JobContext) -> dict[str, Any]:
+def run(spec: Interpolate, ctx: JobContext) -> dict[str, Any]:
     device = torch.device(ctx.device)
-    model = load_job_model(ctx, spec.model_job)
+    model = load_job_model(ctx, spec.model)
     test = load_mnist(ctx.data_root, train=False, device=device)
     from_index, to_index = choose_indices(spec, test.labels)
     pair = test.images[[to_index, from_index]]  # (2, 1, 28, 28): image 1, image 2

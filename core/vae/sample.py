@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 import torch
 
 from genq.core.context import JobContext
-from genq.core.specs import MAX_SEED, SampleVAESpec
+from genq.core.kinds.sample_vae import SampleVAE
+from genq.core.params import random_seed
 from genq.core.vae.data import load_mnist
 from genq.core.vae.figures import RECONSTRUCTION_COUNT, grid_png, reconstructions_png
 from genq.core.vae.model import load_job_model
@@ -29,10 +29,10 @@ def manifold_latents(n: int = MANIFOLD_SIZE, span: float = MANIFOLD_SPAN) -> tor
     return torch.stack([x, y], dim=-1).reshape(n * n, 2)  # (n*n, 2)
 
 
-def run(spec: SampleVAESpec, ctx: JobContext) -> dict[str, Any]:
+def run(spec: SampleVAE, ctx: JobContext) -> dict[str, Any]:
     device = torch.device(ctx.device)
-    model = load_job_model(ctx, spec.model_job)
-    seed = spec.seed if spec.seed is not None else random.SystemRandom().randint(0, MAX_SEED)
+    model = load_job_model(ctx, spec.model)
+    seed = spec.seed if spec.seed is not None else random_seed()
     latent_dims = model.config.latent_dims
     # Drawn on the CPU so that one seed gives the same samples on every device.
     z = torch.randn((spec.count, latent_dims), generator=torch.Generator().manual_seed(seed)).to(device)  # (count, latent)

@@ -11,9 +11,7 @@ previous one, and a redelivered job continues from it.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from genq.core.context import JobContext
-from genq.core.specs import MAX_SEED, TrainVAESpec
+from genq.core.kinds.train_vae import TrainVAE
+from genq.core.params import random_seed
 from genq.core.vae.data import load_mnist
 from genq.core.vae.figures import RECONSTRUCTION_COUNT, loss_png, reconstructions_png
 from genq.core.vae.loss import vae_loss
@@ -55,7 +54,7 @@ def make_optimizer(model: VAE, lr: float, weight_decay: float, capturable: bool 
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, capturable=capturable)
 
 
-def setup_training(spec: TrainVAESpec, seed: int, device: torch.device) -> tuple[VAE, torch.optim.Adam, torch.Generator]:
+def setup_training(spec: TrainVAE, seed: int, device: torch.device) -> tuple[VAE, torch.optim.Adam, torch.Generator]:
     """A freshly initialised model (the same weights on every device for one seed), its optimizer
     (capturable on CUDA, for the CUDA graph) and the generator that drives the data order and noise."""
     with torch.random.fork_rng(devices=[]):
@@ -209,10 +208,10 @@ def _record_epoch(ctx: JobContext, entry: dict[str, Any]) -> None:
     ctx.metric(entry["epoch"], "train_loss_per_batch", entry["train_loss_per_batch"])
 
 
-def run(spec: TrainVAESpec, ctx: JobContext) -> dict[str, Any]:
+def run(spec: TrainVAE, ctx: JobContext) -> dict[str, Any]:
     started = time.perf_counter()
     device = torch.device(ctx.device)
-    params = dataclasses.asdict(spec)
+    params = spec.to_json()
     train = load_mnist(ctx.data_root, train=True, device=device, limit=spec.train_limit)
     test = load_mnist(ctx.data_root, train=False, device=device)
 
@@ -227,7 +226,7 @@ def run(spec: TrainVAESpec, ctx: JobContext) -> dict[str, Any]:
     elif spec.seed is not None:
         seed = spec.seed
     else:
-        seed = random.SystemRandom().randint(0, MAX_SEED)
+        seed = random_seed()
         ctx.log(f"no seed given; using seed {seed}")
     model, optimizer, generator = setup_training(spec, seed, device)
     history: list[dict[str, Any]] = []

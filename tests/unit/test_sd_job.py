@@ -9,14 +9,14 @@ from PIL import Image
 from genq.core.context import JobCancelled, LocalContext
 from genq.core.sd import job
 from genq.core.sd.loading import ModelLoadError
-from genq.core.specs import SDSpec
+from genq.core.kinds.sd import SD
 
 
-def spec(model, **changes) -> SDSpec:
+def spec(model, **changes) -> SD:
     settings = dict(prompt="a photo of a cat", negative="blurry, ugly", steps=2, width=64, height=64,
                     seed=7, scheduler="euler-a", model=model and str(model))
     settings.update(changes)
-    return SDSpec(**settings)
+    return SD(**settings)
 
 
 def test_writes_pngs_with_settings_and_a_grid(tmp_path, tiny_model):
@@ -107,8 +107,3 @@ def test_cancellation_ends_the_job_within_one_step(tmp_path, tiny_model):
         job.run(spec(tiny_model, steps=20), ctx)
     assert ctx.steps_reported == 2
     assert not (tmp_path / "j5").exists()
-
-
-def test_no_model_fails_with_a_clear_message(tmp_path):
-    with pytest.raises(ModelLoadError, match="GENQ_SD_MODEL"):
-        job.run(spec(None), LocalContext(tmp_path))

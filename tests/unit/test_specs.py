@@ -1,13 +1,21 @@
+"""The job kinds' declarations: defaults, bounds, one-line errors, JSON round trips, the model check."""
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from genq.core.config import load_settings
-from genq.core.specs import InterpolateSpec, SampleVAESpec, SDSpec, SpecError, TrainVAESpec, spec_from_params, to_params
+from genq.core.kinds import KINDS, params_from_json
+from genq.core.kinds.interpolate import Interpolate
+from genq.core.kinds.sample_vae import SampleVAE
+from genq.core.kinds.sd import SD
+from genq.core.kinds.train_vae import TrainVAE
+from genq.core.params import MAX_SEED, SpecError, parse
 
 
 def test_train_defaults_are_the_seed_configuration():
-    spec = TrainVAESpec()
+    spec = TrainVAE()
     assert (spec.latent_dims, spec.capacity, spec.beta, spec.lr, spec.batch_size, spec.epochs) == (2, 64, 1.0, 1e-3, 128, 30)
 
 
@@ -15,43 +23,99 @@ def test_train_defaults_are_the_seed_configuration():
     ({"epochs": 0}, "epochs"), ({"epochs": -1}, "epochs"), ({"latent_dims": 0}, "latent-dims"),
     ({"batch_size": 0}, "batch-size"), ({"epochs": "3"}, "integer"), ({"lr": 0}, "lr"),
     ({"train_limit": 0}, "train-limit"), ({"seed": -1}, "seed"), ({"beta": -0.5}, "beta"),
+    ({"beta": float("inf")}, "finite"), ({"lr": float("nan")}, "finite"), ({"epochs": 1001}, "epochs"),
+    ({"capacity": 10_000}, "capacity"), ({"train_limit": 60_001}, "train-limit"), ({"seed": MAX_SEED + 1}, "seed"),
+    ({"epochs": True}, "integer"),
 ])
-def test_train_spec_refuses_bad_values(params, message):
+def test_train_refuses_bad_values(params, message):
     with pytest.raises(SpecError, match=message):
-        TrainVAESpec(**params)
+        parse(TrainVAE, params)
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"steps": 1}, "steps"), ({"from_index": 10_000, "to_index": 1}, "test set"),
-    ({"from_digit": 10, "to_digit": 1}, "digit"), ({"from_digit": 7}, "go together"),
-    ({"from_digit": 7, "to_digit": 1, "from_index": 0, "to_index": 1}, "not both"), ({"model_job": ""}, "--model"),
+    ({"steps": 1}, "steps"), ({"steps": 257}, "steps"), ({"from_index": 10_000, "to_index": 1}, "less than 10000"),
+    ({"from_digit": 10, "to_digit": 1}, "from-digit"), ({"from_digit": 7}, "go together"),
+    ({"from_digit": 7, "to_digit": 1, "from_index": 0, "to_index": 1}, "not both"), ({"model": ""}, "model"),
 ])
-def test_interpolate_spec_refuses_bad_values(params, message):
+def test_interpolate_refuses_bad_values(params, message):
     with pytest.raises(SpecError, match=message):
-        InterpolateSpec(**{"model_job": "abc", **params})
+        parse(Interpolate, {"model": "abc", **params})
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"prompt": " "}, "prompt"), ({"steps": 0}, "steps"), ({"steps": 151}, "steps"), ({"width": 500}, "multiple of 8"),
+    ({"prompt": " "}, "blank"), ({"steps": 0}, "steps"), ({"steps": 151}, "steps"), ({"width": 500}, "multiple of 8"),
     ({"height": 2056}, "height"), ({"guidance": -1}, "guidance"), ({"num_images": 17}, "num-images"),
-    ({"scheduler": "lms"}, "scheduler"),
+    ({"scheduler": "lms"}, "scheduler"), ({"guidance": float("inf")}, "finite"), ({"prompt": "x" * 2001}, "prompt"),
+    ({"negative": "x" * 2001}, "negative"), ({"num_images": 16, "width": 1024, "height": 1024}, "GENQ_SD_MAX_PIXELS"),
+    ({"num_images": 8, "width": 1024, "height": 1024, "steps": 60}, "GENQ_SD_MAX_PIXEL_STEPS"),
 ])
-def test_sd_spec_refuses_bad_values(params, message):
+def test_sd_refuses_bad_values(params, message):
     with pytest.raises(SpecError, match=message):
-        SDSpec(**{"prompt": "a red bicycle", **params})
+        parse(SD, {"prompt": "a red bicycle", **params})
 
 
-def test_specs_round_trip_through_json_params():
-    for spec in (TrainVAESpec(seed=1), InterpolateSpec(model_job="j", from_digit=7, to_digit=1),
-                 SampleVAESpec(model_job="j", seed=2), SDSpec(prompt="p", negative="n", seed=3)):
-        assert spec_from_params(spec.kind, to_params(spec)) == spec
+def test_errors_are_one_line_and_name_the_parameter():
+    with pytest.raises(SpecError) as caught:
+        parse(SD, {"prompt": "p" * 5000})
+    assert caught.value.field == "prompt" and "\n" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_every_kind_round_trips_through_its_stored_json():
+    for spec in (TrainVAE(seed=1), Interpolate(model="j", from_digit=7, to_digit=1), SampleVAE(model="j", seed=2),
+                 SD(prompt="p", negative="n", seed=3, model="org/name")):
+        stored = json.loads(json.dumps(spec.to_json()))
+        assert params_from_json(spec.kind, stored) == spec
+
+
+def test_with_seed_chooses_and_records_a_seed_once():
+    spec = TrainVAE().with_seed()
+    assert 0 <= spec.seed <= MAX_SEED and spec.with_seed() == spec
+    assert Interpolate(model="j").with_seed() == Interpolate(model="j")  # no seed parameter: unchanged
 
 
 def test_unknown_parameters_and_kinds_are_refused():
     with pytest.raises(SpecError, match="unknown parameter"):
-        spec_from_params("train-vae", {"epochz": 3})
+        params_from_json("train-vae", {"epochz": 3})
     with pytest.raises(SpecError, match="unknown job kind"):
-        spec_from_params("nope", {})
+        params_from_json("nope", {})
+
+
+def test_every_kind_names_an_importable_run_function():
+    from genq.core.kinds import run_function
+
+    for kind in KINDS:
+        assert callable(run_function(kind))
+
+
+@pytest.mark.parametrize("model", ["/etc", "../../etc/passwd", "no/such/folder", "not a model", "org/../name", "~/nothing.safetensors"])
+def test_sd_model_must_be_a_hub_id_or_a_real_model(model):
+    with pytest.raises(SpecError, match="model"):
+        parse(SD, {"prompt": "p", "model": model})
+
+
+def test_sd_model_paths_are_made_real_and_absolute(tmp_path, monkeypatch):
+    folder = tmp_path / "models" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    (tmp_path / "link").symlink_to(folder)
+    monkeypatch.chdir(tmp_path)
+    assert parse(SD, {"prompt": "p", "model": "link"}).model == str(folder)
+    assert parse(SD, {"prompt": "p", "model": "org/name"}).model == "org/name"
+    assert parse(SD, {"prompt": "p"}).model == load_settings().sd_model
+
+
+def test_sd_model_roots_confine_local_paths(tmp_path):
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    for folder in (allowed / "m", other / "m"):
+        folder.mkdir(parents=True)
+        (folder / "model_index.json").write_text("{}")
+    (allowed / "escape").symlink_to(other / "m")
+    settings = load_settings({"GENQ_MODEL_ROOTS": str(allowed)})
+    assert parse(SD, {"prompt": "p", "model": str(allowed / "m")}, settings).model == str(allowed / "m")
+    for outside in (other / "m", allowed / "escape"):
+        with pytest.raises(SpecError, match="GENQ_MODEL_ROOTS"):
+            parse(SD, {"prompt": "p", "model": str(outside)}, settings)
+    assert parse(SD, {"prompt": "p", "model": "org/name"}, settings).model == "org/name"
 
 
 def test_settings_defaults_live_under_genq_home(tmp_path):

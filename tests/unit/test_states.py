@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from genq.core.specs import TrainVAESpec
+from genq.core.kinds.train_vae import TrainVAE
 from genq.core.store.db import make_engine, session_factory
 from genq.core.store.jobs import JobStore
 from genq.core.store.states import ALLOWED, JobStatus, TransitionError, transition
@@ -17,7 +17,7 @@ def store(database_url):
 
 
 def put_in(store: JobStore, status: JobStatus) -> str:
-    job = store.create(TrainVAESpec(epochs=1))
+    job = store.create(TrainVAE(epochs=1))
     path = {JobStatus.QUEUED: [], JobStatus.RUNNING: [JobStatus.RUNNING],
             JobStatus.SUCCEEDED: [JobStatus.RUNNING, JobStatus.SUCCEEDED],
             JobStatus.FAILED: [JobStatus.FAILED], JobStatus.CANCELLED: [JobStatus.CANCELLED]}[status]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genq.core.context import JobCancelled, LocalContext
-from genq.core.specs import TrainVAESpec
+from genq.core.kinds.train_vae import TrainVAE
 from genq.core.vae import train
 from genq.core.vae.data import default_data_root, load_mnist
 
@@ -14,7 +14,7 @@ DATA_ROOT = default_data_root(Path(__file__).resolve().parents[2])
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # 1,100 images: 8 full batches of 128 (graph replays) and a tail of 76 (eager), every image seen
-SPEC = TrainVAESpec(latent_dims=2, capacity=16, epochs=3, train_limit=1100, seed=11)
+SPEC = TrainVAE(latent_dims=2, capacity=16, epochs=3, train_limit=1100, seed=11)
 
 
 def epoch_losses(cuda_graph: bool) -> list[float]:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genq.core.specs import InterpolateSpec
+from genq.core.kinds.interpolate import Interpolate
 from genq.core.vae.data import default_data_root, first_index_of_digit, load_mnist
 from genq.core.vae.interpolate import choose_indices
 
@@ -55,6 +55,6 @@ def test_missing_digit_is_a_clear_error():
 
 
 def test_choose_indices_by_digit_or_by_index(test_split):
-    assert choose_indices(InterpolateSpec(model_job="m", from_digit=1, to_digit=7), test_split.labels) == (2, 0)
-    assert choose_indices(InterpolateSpec(model_job="m", from_index=5, to_index=9), test_split.labels) == (5, 9)
-    assert choose_indices(InterpolateSpec(model_job="m"), test_split.labels) == (0, 1)
+    assert choose_indices(Interpolate(model="m", from_digit=1, to_digit=7), test_split.labels) == (2, 0)
+    assert choose_indices(Interpolate(model="m", from_index=5, to_index=9), test_split.labels) == (5, 9)
+    assert choose_indices(Interpolate(model="m"), test_split.labels) == (0, 1)

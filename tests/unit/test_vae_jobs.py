@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from genq.core.context import LocalContext
-from genq.core.specs import InterpolateSpec, SampleVAESpec
+from genq.core.kinds.interpolate import Interpolate
+from genq.core.kinds.sample_vae import SampleVAE
 from genq.core.vae import interpolate, sample
 from genq.core.vae.data import default_data_root, load_mnist
 from genq.core.vae.interpolate import interpolate_latents
@@ -53,7 +54,7 @@ def test_manifold_grid_size_and_order():
 def test_interpolate_job_by_digit(tmp_path):
     model = saved_model(tmp_path, "model")
     ctx = LocalContext(tmp_path, job_id="interp", data_root=DATA_ROOT)
-    result = interpolate.run(InterpolateSpec(model_job="model", from_digit=1, to_digit=7, steps=4), ctx)
+    result = interpolate.run(Interpolate(model="model", from_digit=1, to_digit=7, steps=4), ctx)
     assert (result["from_index"], result["to_index"]) == (2, 0)  # first 1 and first 7 of the test set
     doc = ctx.artifact_json("latents.json")
     test = load_mnist(DATA_ROOT, train=False)
@@ -70,7 +71,7 @@ def test_interpolate_job_by_digit(tmp_path):
 def test_sample_job_writes_samples_manifold_and_reconstructions(tmp_path):
     saved_model(tmp_path, "model")
     ctx = LocalContext(tmp_path, job_id="samples", data_root=DATA_ROOT)
-    result = sample.run(SampleVAESpec(model_job="model", count=64, seed=5), ctx)
+    result = sample.run(SampleVAE(model="model", count=64, seed=5), ctx)
     assert result["artifacts"] == ["samples.png", "manifold.png", "reconstructions.png"]
     with Image.open(tmp_path / "samples" / "samples.png") as image:
         assert image.size == (8 * 58 + 2, 8 * 58 + 2)  # 8 x 8 digits drawn 56 px with 2 px gaps
@@ -79,7 +80,7 @@ def test_sample_job_writes_samples_manifold_and_reconstructions(tmp_path):
     with Image.open(tmp_path / "samples" / "reconstructions.png") as image:
         assert image.height == 2 * 84 + 3 * 4
     again = LocalContext(tmp_path, job_id="samples-again", data_root=DATA_ROOT)
-    sample.run(SampleVAESpec(model_job="model", count=64, seed=5), again)
+    sample.run(SampleVAE(model="model", count=64, seed=5), again)
     assert (tmp_path / "samples" / "samples.png").read_bytes() == (tmp_path / "samples-again" / "samples.png").read_bytes()
 
 
@@ -87,7 +88,7 @@ def test_sample_job_writes_samples_manifold_and_reconstructions(tmp_path):
 def test_no_manifold_beyond_two_latent_dims(tmp_path):
     saved_model(tmp_path, "model3", latent_dims=3)
     ctx = LocalContext(tmp_path, job_id="samples", data_root=DATA_ROOT)
-    result = sample.run(SampleVAESpec(model_job="model3", count=5, seed=1), ctx)
+    result = sample.run(SampleVAE(model="model3", count=5, seed=1), ctx)
     assert "manifold.png" not in result["artifacts"]
     assert ctx.existing_artifact("manifold.png") is None
 
@@ -95,4 +96,4 @@ def test_no_manifold_beyond_two_latent_dims(tmp_path):
 def test_a_missing_model_job_is_a_clear_error(tmp_path):
     ctx = LocalContext(tmp_path, job_id="x", data_root=DATA_ROOT)
     with pytest.raises(FileNotFoundError, match="job nope has no artifact"):
-        sample.run(SampleVAESpec(model_job="nope"), ctx)
+        sample.run(SampleVAE(model="nope"), ctx)

@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from genq.core.context import JobCancelled, LocalContext
-from genq.core.specs import TrainVAESpec
+from genq.core.kinds.train_vae import TrainVAE
 from genq.core.vae import train
 from genq.core.vae.data import default_data_root
 from genq.core.vae.model import VAE, VAEConfig
@@ -16,7 +16,7 @@ from genq.core.vae.model import VAE, VAEConfig
 DATA_ROOT = default_data_root(Path(__file__).resolve().parents[2])
 pytestmark = pytest.mark.skipif(not (DATA_ROOT / "MNIST" / "raw").is_dir(), reason=f"no MNIST under {DATA_ROOT}")
 
-SPEC = TrainVAESpec(latent_dims=2, capacity=16, epochs=2, train_limit=2048, seed=7)
+SPEC = TrainVAE(latent_dims=2, capacity=16, epochs=2, train_limit=2048, seed=7)
 
 
 class StopAfterEpoch(LocalContext):
@@ -76,7 +76,7 @@ def test_result_metrics_and_artifacts(two_epochs):
 
 def test_test_loss_is_lower_after_two_epochs_than_after_one(tmp_path, two_epochs):
     ctx, result = two_epochs
-    one = train.run(TrainVAESpec(**{**SPEC.__dict__, "epochs": 1}), context(tmp_path, "one"))
+    one = train.run(TrainVAE(**{**SPEC.__dict__, "epochs": 1}), context(tmp_path, "one"))
     assert result["test_loss_per_image"] < one["test_loss_per_image"]
 
 
@@ -102,7 +102,7 @@ def test_a_stopped_job_resumes_and_equals_an_uninterrupted_run(tmp_path, two_epo
 
 
 def test_a_fresh_context_on_the_same_folder_gets_the_earlier_epochs_metrics(tmp_path):
-    spec = TrainVAESpec(latent_dims=2, capacity=4, epochs=2, train_limit=256, seed=1)
+    spec = TrainVAE(latent_dims=2, capacity=4, epochs=2, train_limit=256, seed=1)
     first = context(tmp_path, "job", StopAfterEpoch, stop_after=1)
     with pytest.raises(JobCancelled):
         train.run(spec, first)
@@ -115,13 +115,13 @@ def test_cancellation_raises_at_an_epoch_boundary(tmp_path):
     ctx = context(tmp_path, "cancelled")
     ctx.cancel_requested = True
     with pytest.raises(JobCancelled):
-        train.run(TrainVAESpec(capacity=4, epochs=3, train_limit=256, seed=1), ctx)
+        train.run(TrainVAE(capacity=4, epochs=3, train_limit=256, seed=1), ctx)
     assert ctx.metrics == {} and ctx.existing_artifact("checkpoint.json") is None
 
 
 def test_checkpoint_restores_model_optimizer_and_generator(tmp_path):
     images = torch.rand(300, 1, 28, 28)
-    spec = TrainVAESpec(capacity=4, batch_size=64, seed=3)
+    spec = TrainVAE(capacity=4, batch_size=64, seed=3)
     model, optimizer, generator = train.setup_training(spec, 3, torch.device("cpu"))
     trainer = train.Trainer(model, optimizer, images, spec.batch_size, spec.beta, generator)
     assert trainer.run_epoch().batches == 5  # 4 full batches of 64 and the tail of 44
@@ -147,16 +147,16 @@ def test_evaluate_sums_in_order_batches_of_128():
 def test_a_checkpoint_of_other_parameters_is_not_resumed(tmp_path):
     ctx = context(tmp_path, "job", StopAfterEpoch, stop_after=1)
     with pytest.raises(JobCancelled):
-        train.run(TrainVAESpec(capacity=4, epochs=2, train_limit=256, seed=1), ctx)
+        train.run(TrainVAE(capacity=4, epochs=2, train_limit=256, seed=1), ctx)
     ctx.stop_after, ctx.cancel_requested = None, False
-    result = train.run(TrainVAESpec(capacity=4, epochs=2, train_limit=256, seed=2), ctx)
+    result = train.run(TrainVAE(capacity=4, epochs=2, train_limit=256, seed=2), ctx)
     assert result["resumed_from_epoch"] == 0 and result["seed"] == 2
     assert any(level == "warning" and "other parameters" in message for level, message in ctx.logs)
 
 
 def test_a_job_without_a_seed_picks_one_and_records_it(tmp_path):
     ctx = context(tmp_path, "seedless")
-    result = train.run(TrainVAESpec(capacity=4, epochs=1, train_limit=128), ctx)
+    result = train.run(TrainVAE(capacity=4, epochs=1, train_limit=128), ctx)
     assert isinstance(result["seed"], int)
     assert ctx.artifact_json("checkpoint.json")["seed"] == result["seed"]
     assert any(f"using seed {result['seed']}" in message for _, message in ctx.logs)
