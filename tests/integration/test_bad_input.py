@@ -1,0 +1,92 @@
+"""Every bad input through the real CLI: exit 2, one clear line on stderr, and nothing stored."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+LONG = "x" * 2001
+
+# (arguments after `submit`, words the one error line must contain)
+BAD_SUBMITS = [
+    (["train-vae", "--beta", "inf"], ["--beta", "finite"]),
+    (["train-vae", "--beta", "nan"], ["--beta", "finite"]),
+    (["train-vae", "--lr", "-inf"], ["--lr", "finite"]),
+    (["train-vae", "--weight-decay", "NaN"], ["--weight-decay", "finite"]),
+    (["train-vae", "--lr", "0"], ["--lr", "greater than 0"]),
+    (["train-vae", "--epochs", "0"], ["--epochs"]),
+    (["train-vae", "--epochs", "1000000"], ["--epochs", "1000"]),
+    (["train-vae", "--capacity", "100000"], ["--capacity", "512"]),
+    (["train-vae", "--latent-dims", "100000"], ["--latent-dims", "512"]),
+    (["train-vae", "--batch-size", "10000000"], ["--batch-size", "60000"]),
+    (["train-vae", "--train-limit", "60001"], ["--train-limit", "60000"]),
+    (["train-vae", "--seed", "-1"], ["--seed"]),
+    (["train-vae", "--seed", "4294967296"], ["--seed"]),
+    (["train-vae", "--epochs", "two"], ["--epochs", "integer"]),
+    (["train-vae", "--epochz", "2"], ["--epochz"]),
+    (["interpolate", "--model", "%%%%"], ["--model", "no job"]),
+    (["interpolate", "--model", "________"], ["--model", "no job"]),
+    (["interpolate", "--model", "{job}", "--steps", "100000"], ["--steps", "256"]),
+    (["interpolate", "--model", "{job}", "--from-digit", "11", "--to-digit", "1"], ["--from-digit"]),
+    (["interpolate", "--model", "{job}", "--from-digit", "1"], ["--to-digit"]),
+    (["sample-vae", "--model", "{job}", "--count", "100000"], ["--count", "1024"]),
+    (["sample-vae", "--model", "{sd_job}"], ["--model", "not a train-vae job"]),
+    (["sd", "--prompt", LONG], ["--prompt", "2000"]),
+    (["sd", "--prompt", "a cat", "--negative", LONG], ["--negative", "2000"]),
+    (["sd", "--prompt", "   "], ["--prompt", "blank"]),
+    (["sd", "--prompt", "a cat", "--guidance", "nan"], ["--guidance", "finite"]),
+    (["sd", "--prompt", "a cat", "--width", "100"], ["--width", "multiple of 8"]),
+    (["sd", "--prompt", "a cat", "--num-images", "16", "--width", "2048", "--height", "2048"], ["GENQ_SD_MAX_PIXELS"]),
+    (["sd", "--prompt", "a cat", "--steps", "100", "--width", "1024", "--height", "1024", "--num-images", "8"],
+     ["GENQ_SD_MAX_PIXEL_STEPS"]),
+    (["sd", "--prompt", "a cat", "--scheduler", "lms"], ["--scheduler"]),
+    (["sd", "--prompt", "a cat", "--model", "/etc"], ["--model", "model_index.json"]),
+    (["sd", "--prompt", "a cat", "--model", "../../etc/passwd"], ["--model"]),
+    (["sd", "--prompt", "a cat", "--model", "/no/such/model"], ["--model", "no such"]),
+    (["sd", "--prompt", "a cat", "--model", "not a model id"], ["--model", "hub model id"]),
+    (["sd", "--prompt", "a cat", "--model", "{outside_root}"], ["--model", "GENQ_MODEL_ROOTS"]),
+]
+
+
+def count_jobs(genq) -> int:
+    return len(genq.client_json("list", "--limit", "1000"))
+
+
+def test_bad_input_is_refused_with_one_line_and_nothing_stored(genq, tmp_path, tiny_model):
+    roots = tmp_path / "models"
+    outside = tmp_path / "elsewhere" / "model"
+    outside.mkdir(parents=True)
+    (outside / "model_index.json").write_text("{}")
+    genq.env["GENQ_MODEL_ROOTS"] = str(roots)
+    genq.client("db", "upgrade")
+    job = genq.client("submit", "train-vae", "--epochs", "1").stdout.strip()  # queued; no worker runs it
+    genq.env["GENQ_MODEL_ROOTS"] = ""
+    sd_job = genq.client("submit", "sd", "--prompt", "a cat", "--model", str(tiny_model)).stdout.strip()
+    genq.env["GENQ_MODEL_ROOTS"] = str(roots)
+    stored = count_jobs(genq)
+    assert stored == 2
+    values = {"{job}": job[:8], "{sd_job}": sd_job[:8], "{outside_root}": str(outside)}
+
+    problems = []
+    for args, words in BAD_SUBMITS:
+        args = [values.get(arg, arg) for arg in args]
+        result = genq.client("submit", *args, check=False)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        shown = " ".join(args)[:80]
+        if result.returncode != 2:
+            problems.append(f"{shown}: exit {result.returncode}, stderr {result.stderr[-300:]!r}")
+        elif len(lines) != 1 or not lines[0].startswith("Error: ") or not all(w in lines[0] for w in words):
+            problems.append(f"{shown}: stderr {result.stderr[-300:]!r}, wanted one line with {words}")
+        elif result.stdout.strip():
+            problems.append(f"{shown}: printed {result.stdout!r}")
+    assert problems == [], "\n".join(problems)
+    assert count_jobs(genq) == stored
+
+
+def test_job_prefixes_are_literal(genq):
+    genq.client("db", "upgrade")
+    job = genq.client("submit", "train-vae", "--epochs", "1").stdout.strip()
+    assert genq.client_json("status", job[:6])["id"] == job
+    for pattern in ("%%%%", "____", job[:4] + "%", job[:4] + "_"):
+        result = genq.client("status", pattern, check=False)
+        assert result.returncode == 1 and "no job" in result.stderr, (pattern, result.stderr)
