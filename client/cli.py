@@ -1,16 +1,17 @@
 """`client`: submit jobs, follow them, fetch their artifacts, run the single-machine setup."""
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import click
 
 from genq.client import local
+from genq.client.download import DownloadRefused, download_artifacts
 from genq.client.render import artifact_summary, echo_json, job_details, job_summary, show_text, status_line
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
+from genq.client.visible import visible
 from genq.client.waiting import wait_for
 from genq.core.config import load_settings
 from genq.core.kinds import KINDS
@@ -66,7 +67,7 @@ def list_jobs(rt: Runtime, status_filter, kind, limit, as_json) -> None:
         echo_json([job_summary(j) for j in jobs])
         return
     for job in jobs:
-        click.echo(f"{job.id}  {job.kind:<11} {job.status:<9} {job.submitted_at:%Y-%m-%d %H:%M:%S}")
+        click.echo(visible(f"{job.id}  {job.kind:<11} {job.status:<9} {job.submitted_at:%Y-%m-%d %H:%M:%S}"))
 
 
 @cli.command()
@@ -86,20 +87,31 @@ def show(rt: Runtime, job: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def artifacts(rt: Runtime, job: str, download: Path | None, as_json: bool) -> None:
-    """List a job's artifacts (name, size, path), or copy them out with --download."""
+    """List a job's artifacts (name, size, path), or copy them out with --download.
+
+    A download reads each file from the store without following symbolic links, writes only inside
+    DIR, and checks every copy against its recorded size and sha256 before any is put in place.
+    """
     found = rt.job(job)
-    items = [artifact_summary(a, rt.settings.artifact_root) for a in rt.store.artifacts(found.id)]
+    rows = rt.store.artifacts(found.id)
+    items = [artifact_summary(a, rt.settings.artifact_root) for a in rows]
     if download is not None:
-        for item in items:
-            target = download / item["name"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(item["path"], target)
+        for item, target in zip(items, download_verified(rows, rt.settings.artifact_root, download)):
             item["path"] = str(target)
     if as_json:
         echo_json(items)
         return
     for item in items:
-        click.echo(f"{item['name']:<28} {item['bytes']:>10} B  {item['path']}")
+        click.echo(visible(f"{item['name']:<28} {item['bytes']:>10} B  {item['path']}"))
+
+
+def download_verified(rows, artifact_root: Path, folder: Path) -> list[Path]:
+    try:
+        return download_artifacts(rows, artifact_root, folder)
+    except DownloadRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(visible(f"download into {folder} failed: {exc}")) from exc
 
 
 @cli.command()
@@ -112,7 +124,7 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
     last_id = 0
     while True:
         for line in rt.store.logs(found.id, after_id=last_id):
-            click.echo(f"{line.at:%H:%M:%S} {line.level:<7} {line.message}")
+            click.echo(visible(f"{line.at:%H:%M:%S} {line.level:<7} ") + visible(line.message, multiline=True))
             last_id = line.id
         if not follow or JobStatus(rt.store.get(found.id).status).finished:
             break
@@ -128,7 +140,7 @@ def cancel(rt: Runtime, job: str) -> None:
 
     job_id = rt.job(job).id
     outcome = rt.store.request_cancel(job_id)
-    click.echo(f"{job}: {outcome.message}")
+    click.echo(visible(f"{job}: {outcome.message}"))
     if outcome.never_ran:
         for waiting in rt.store.waiting_on(job_id):
             fail_with_dependents(rt.store, waiting.id, f"dependency {job_id} was cancelled")
@@ -209,10 +221,10 @@ def main() -> None:
         code = cli.main(prog_name="client", standalone_mode=False)
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"Error: {visible(exc.format_message())}{hint}", err=True)
         raise SystemExit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
+        click.echo(f"Error: {visible(exc.format_message())}", err=True)
         raise SystemExit(exc.exit_code)
     except click.Abort:
         click.echo("Aborted.", err=True)

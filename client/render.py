@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from genq.client.visible import visible
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
 
@@ -47,7 +48,8 @@ def artifact_summary(artifact, artifact_root) -> dict[str, Any]:
 
 
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
+    # ensure_ascii writes control and bidi characters as \u001b, \u202e: the JSON stays valid and inert
+    click.echo(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=True))
 
 
 def duration(job: Job) -> str:
@@ -67,9 +69,10 @@ def status_line(job: Job) -> str:
         line += f"  {job.progress_message}"
     if job.status == "queued" and job.depends_on:
         line += f"  (waits for {job.depends_on})"
+    lines = [line]
     if job.error:
-        line += f"\n  error: {job.error}"
-    return line
+        lines.append(f"  error: {job.error}")
+    return "\n".join(visible(each) for each in lines)
 
 
 def show_text(details: dict[str, Any]) -> str:
@@ -98,4 +101,4 @@ def show_text(details: dict[str, Any]) -> str:
     if details["artifacts"]:
         lines.append("artifacts")
         lines += [f"  {a['name']:<28} {a['bytes']:>10} B  {a['path']}" for a in details["artifacts"]]
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)

@@ -16,6 +16,7 @@ from pydantic.fields import FieldInfo
 
 from genq.client.render import echo_json, job_summary, status_line
 from genq.client.runtime import Runtime
+from genq.client.visible import visible
 from genq.client.waiting import wait_for
 from genq.core.kinds import KIND_CLASSES
 from genq.core.params import JobParams, SpecError, parse
@@ -76,7 +77,7 @@ def enqueue(rt: Runtime, spec: JobParams, after: str | None, wait: bool, as_json
         click.echo(job.id)
     if job.status == JobStatus.FAILED.value:
         if not wait:
-            click.echo(f"error: {job.error}", err=True)
+            click.echo(f"error: {visible(job.error)}", err=True)
         raise SystemExit(1)
     if wait and job.status != JobStatus.SUCCEEDED.value:
         raise SystemExit(1)

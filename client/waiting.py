@@ -6,6 +6,7 @@ import time
 
 import click
 
+from genq.client.visible import visible
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
 from genq.core.store.states import JobStatus
@@ -25,7 +26,7 @@ def wait_for(store: JobStore, job_id: str, timeout: float | None, show_progress:
                 click.echo("", err=True)
             return job
         if tty:
-            line = progress_line(job)
+            line = visible(progress_line(job))
             if line != last:
                 click.echo("\r\033[K" + line, err=True, nl=False)
                 last = line

@@ -1,1 +1,1 @@
-"""genq core: job specs, configuration, the SQL and artifact stores, and the models. No Celery here."""
+"""genq core: job kinds, configuration, the SQL and artifact stores, and the models. No Celery here."""

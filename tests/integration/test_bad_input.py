@@ -90,3 +90,15 @@ def test_job_prefixes_are_literal(genq):
     for pattern in ("%%%%", "____", job[:4] + "%", job[:4] + "_"):
         result = genq.client("status", pattern, check=False)
         assert result.returncode == 1 and "no job" in result.stderr, (pattern, result.stderr)
+
+
+def test_the_worker_checks_model_roots_again(genq, tiny_model, tmp_path):
+    """A submitter whose own settings allow any path still cannot make a worker read outside its roots."""
+    genq.client("db", "upgrade")
+    job = genq.client("submit", "sd", "--prompt", "a cat", "--steps", "1", "--width", "64", "--height", "64",
+                      "--model", str(tiny_model)).stdout.strip()
+    genq.start_worker(env={"GENQ_MODEL_ROOTS": str(tmp_path / "models")})
+    final = genq.client_json("wait", job, "--timeout", "120", check=False)
+    assert final["status"] == "failed"
+    assert "GENQ_MODEL_ROOTS" in final["error"] and "\n" not in final["error"]
+    assert genq.client_json("artifacts", job) == []
