@@ -67,3 +67,29 @@ def test_genq_is_the_same_command_as_client():
     outputs = [subprocess.run([str(bin_dir / name), "submit", "--help"], capture_output=True, text=True, check=True).stdout
                for name in ("client", "genq")]
     assert outputs[0] == outputs[1] and "train-vae" in outputs[0]
+
+
+def test_the_readme_example_kind_works(tmp_path, monkeypatch):
+    """The README's "Adding a job kind" module: its command validates, and its run function runs."""
+    import importlib.util
+    import json as json_module
+
+    from genq.core.context import LocalContext
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Adding a job kind", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module_path = tmp_path / "echo_kind.py"
+    module_path.write_text(code)
+    spec = importlib.util.spec_from_file_location("echo_kind", module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("GENQ_HOME", str(tmp_path))
+
+    result = CliRunner().invoke(kind_command(module.Echo), ["--text", "hi", "--times", "11"])
+    assert result.exit_code == 2 and "--times" in result.output
+    params = module.Echo(text="hi", times=2).with_seed()
+    assert json_module.loads(json_module.dumps(params.to_json()))["seed"] == params.seed
+    ctx = LocalContext(tmp_path, job_id="echo")
+    assert module.run(params, ctx) == {"said": 2}
+    assert (tmp_path / "echo" / "echo.txt").read_text() == "hi hi"
