@@ -1,6 +1,7 @@
 """`client`: submit jobs, follow them, fetch their artifacts, run the single-machine setup."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
 from genq.client.visible import visible
 from genq.client.waiting import wait_for
-from genq.core.config import load_settings
+from genq.core.config import load_settings, redact_url
 from genq.core.kinds import KINDS
 from genq.core.store.states import JobStatus
 
@@ -161,7 +162,7 @@ def upgrade() -> None:
     try:
         before, after = run_upgrade(settings.database_url)
     except Exception as exc:
-        raise click.ClickException(f"upgrade of {settings.database_url} failed: {exc}") from exc
+        raise click.ClickException(f"upgrade of {redact_url(settings.database_url)} failed: {exc}") from exc
     click.echo(f"database at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
 
 
@@ -179,10 +180,15 @@ def config(as_json: bool) -> None:
 
 @cli.command()
 def up() -> None:
-    """Single machine: migrate the database, start a broker if none answers, start a worker."""
+    """Single machine: migrate the database, start a broker if none answers, start a worker.
+
+    GENQ_HOME is created 0700 and the SQLite store 0600. An embedded broker requires a generated
+    password, kept in GENQ_HOME/broker/password (0600) and used by every genq command of this home.
+    """
     from genq.core.store.db import upgrade as run_upgrade
 
     settings = load_settings()
+    local.ensure_home(settings)
     run_upgrade(settings.database_url)
     try:
         click.echo(local.start_broker(settings))
@@ -193,10 +199,15 @@ def up() -> None:
 
 @cli.command()
 def down() -> None:
-    """Stop what `client up` started (the worker first, then an embedded broker)."""
+    """Stop what `client up` started (the worker first, then an embedded broker, whose password file goes).
+
+    Only the processes `client up` recorded are signalled: a pid now used by another process is left alone.
+    """
     settings = load_settings()
     click.echo(local.stop(settings, "worker"))
     click.echo(local.stop(settings, "broker"))
+    if (forgotten := local.forget_broker_password(settings)) is not None:
+        click.echo(forgotten)
 
 
 @cli.group()
@@ -215,10 +226,15 @@ def make_tiny(path: Path) -> None:
     click.echo("its weights are random: its images are noise; use it to exercise the pipeline, not to look at")
 
 
+def command_name() -> str:
+    """`genq` when run as genq, else `client` (the same command under either name)."""
+    return "genq" if Path(sys.argv[0]).name == "genq" else "client"
+
+
 def main() -> None:
     """Errors are one line on stderr: exit 2 for bad usage or input, 1 for everything else."""
     try:
-        code = cli.main(prog_name="client", standalone_mode=False)
+        code = cli.main(prog_name=command_name(), standalone_mode=False)
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         click.echo(f"Error: {visible(exc.format_message())}{hint}", err=True)

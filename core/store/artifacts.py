@@ -6,12 +6,14 @@ import mimetypes
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME_LENGTH = 200
-ARTIFACT_FILE_MODE = 0o644
+ARTIFACT_FILE_MODE = 0o666  # before the umask, as open() would create them: 0644 under 022, 0640 under 027
+_UMASK_LOCK = threading.Lock()
 
 
 class ArtifactNameError(ValueError):
@@ -36,12 +38,28 @@ def validate_artifact_name(name: str) -> str:
     return name
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status). Elsewhere it is set and
+    put back at once, under a lock: only files another thread creates in that instant could be affected."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
 def write_atomically(target: Path, data: bytes) -> None:
     """Temp file in the same folder, fsync, rename: a reader sees the old file or the new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, ARTIFACT_FILE_MODE)  # mkstemp makes 0600; artifacts are for others to read too
+        os.fchmod(fd, ARTIFACT_FILE_MODE & ~current_umask())  # mkstemp makes 0600: follow the umask instead
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

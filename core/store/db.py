@@ -1,6 +1,7 @@
 """Engines, sessions and the schema check: every command refuses an un-migrated database."""
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_FILE_MODE = 0o600  # the store is private to its user; SQLite gives -wal/-shm the main file's mode
+SQLITE_DIR_MODE = 0o700
 
 
 class SchemaError(RuntimeError):
@@ -27,8 +30,8 @@ def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+            _create_private_sqlite_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
@@ -41,6 +44,20 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _create_private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (its folder 0700 when genq makes it) before SQLite opens it:
+    SQLite would create it with the umask's mode, readable by everyone under the usual 022."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=SQLITE_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(folder, SQLITE_DIR_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), SQLITE_FILE_MODE)
+    except FileExistsError:
+        return  # an existing store keeps the mode it has
+    os.close(fd)  # an empty file is a valid empty SQLite database
 
 
 def session_factory(engine: Engine) -> sessionmaker:

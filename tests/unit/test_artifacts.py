@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from genq.core.store.artifacts import ArtifactNameError, ArtifactStore, validate_artifact_name
+from genq.core.store.artifacts import ArtifactNameError, ArtifactStore, current_umask, validate_artifact_name
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "images/image-0.png", "a_b-c.1.json"])
@@ -28,7 +28,7 @@ def test_put_writes_atomically_and_indexes_size_and_sha256(tmp_path):
     assert stored.size == 14 and stored.sha256 == hashlib.sha256(b"second version").hexdigest()
     assert stored.relative_path == "job-1/images/a.png" and stored.media_type == "image/png"
     assert [p.name for p in path.parent.iterdir()] == ["a.png"]  # no temp files left behind
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # readable by whom the umask lets read
 
 
 def test_put_refuses_an_escaping_name(tmp_path):
