@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -95,39 +94,38 @@ def broker_address(url: str) -> tuple[str, int]:
 
 def broker_answers(url: str, timeout: float = 1.0) -> bool:
     """Whether a Redis-protocol server answers at the URL's address, with or without a password."""
-    host, port = broker_address(url)
+    import redis
+
     try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
+        return _ping(_without_password(url), timeout) or True
+    except redis.exceptions.AuthenticationError:
+        return True  # it answers; it wants a password
+    except redis.exceptions.RedisError:
         return False
-
-
-def _command(*args: str) -> bytes:
-    encoded = [a.encode() for a in args]
-    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)
 
 
 def broker_refusal(url: str, timeout: float = 1.0) -> str | None:
     """None when the server at the URL takes its credentials (or needs none) and answers PING;
-    otherwise the server's reason (e.g. "NOAUTH Authentication required.")."""
-    parts = urlsplit(url)
-    host, port = broker_address(url)
+    otherwise why not."""
+    import redis
+
     try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            replies = conn.makefile("rb")
-            if parts.password is not None:
-                credentials = [unquote(parts.username)] if parts.username else []
-                conn.sendall(_command("AUTH", *credentials, unquote(parts.password)))
-                reply = replies.readline()
-                if not reply.startswith(b"+OK"):
-                    return reply.decode(errors="replace").strip().lstrip("-") or "no answer to AUTH"
-            conn.sendall(_command("PING"))
-            reply = replies.readline()
-            return None if reply.startswith(b"+PONG") else reply.decode(errors="replace").strip().lstrip("-") or "no answer"
-    except OSError as exc:
+        _ping(url, timeout)
+        return None
+    except redis.exceptions.AuthenticationError as exc:
+        return f"authentication failed: {exc}"
+    except redis.exceptions.RedisError as exc:
         return f"cannot connect: {exc}"
+
+
+def _ping(url: str, timeout: float) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return client.ping()
+    finally:
+        client.close()
 
 
 # -- pid files with the process identity --------------------------------------------------------------
@@ -244,11 +242,6 @@ def start_broker(settings: Settings) -> str:
         refusal = broker_refusal(url)
         if refusal is None:
             return f"broker: {shown} answers, using it"
-        stale = password_file(settings)
-        if ("without any password" in refusal and stale.exists()
-                and recorded_process(run_dir(settings) / "broker.pid") is None):
-            stale.unlink(missing_ok=True)  # left by an embedded broker that no longer runs (no `client down`)
-            return f"broker: {redact_url(_without_password(url))} answers (no password), using it; removed the stale password file {stale}"
         raise RuntimeError(f"a broker answers at {shown} but refuses genq ({refusal}): if it needs a password, "
                            "give it in GENQ_BROKER_URL (redis://:PASSWORD@host:port/db)")
     host, port = broker_address(url)
