@@ -19,7 +19,6 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -27,6 +26,7 @@ from urllib.parse import quote, unquote, urlsplit
 import psutil
 
 from genq.core.config import BROKER_PASSWORD_FILE, LOCAL_BROKER_HOSTS, Settings, redact_url
+from genq.core.store.artifacts import write_atomically
 
 LOCAL_HOSTS = LOCAL_BROKER_HOSTS
 START_TIMEOUT_S = 20.0
@@ -57,18 +57,8 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, 0600 from the start (mkstemp creates 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `text` to `path` atomically, 0600 from the start."""
+    write_atomically(path, text.encode(), mode=PRIVATE_FILE_MODE)
 
 
 def run_dir(settings: Settings) -> Path:

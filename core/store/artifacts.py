@@ -54,12 +54,15 @@ def current_umask() -> int:
     return mask
 
 
-def write_atomically(target: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: a reader sees the old file or the new one."""
+def write_atomically(target: Path, data: bytes, mode: int | None = None) -> None:
+    """Temp file in the same folder, fsync, rename: a reader sees the old file or the new one.
+
+    The file gets `mode`, or by default what the umask gives a new file (mkstemp alone makes 0600).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, ARTIFACT_FILE_MODE & ~current_umask())  # mkstemp makes 0600: follow the umask instead
+        os.fchmod(fd, ARTIFACT_FILE_MODE & ~current_umask() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
