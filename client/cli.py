@@ -137,14 +137,14 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
 @pass_runtime
 def cancel(rt: Runtime, job: str) -> None:
     """Cancel a job: a queued one never runs; a running one stops at its next epoch or step."""
-    from genq.worker.dispatch import fail_with_dependents
+    from genq.worker.dependencies import fail_chain
 
     job_id = rt.job(job).id
     outcome = rt.store.request_cancel(job_id)
     click.echo(visible(f"{job}: {outcome.message}"))
-    if outcome.never_ran:
+    if outcome.never_ran:  # (if this process dies here, a worker's reconciler fails them instead)
         for waiting in rt.store.waiting_on(job_id):
-            fail_with_dependents(rt.store, waiting.id, f"dependency {job_id} was cancelled")
+            fail_chain(rt.store, waiting.id, f"dependency {job_id} was cancelled")
             click.echo(f"{waiting.id}: failed, it waited for {job_id}")
 
 

@@ -9,14 +9,14 @@ from typing import Any
 import click
 
 from genq.client.visible import visible
+from genq.core.store.clock import as_utc
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
 
 
 def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+    moment = as_utc(moment)
+    return None if moment is None else moment.isoformat()
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "error": job.error, "attempts": job.attempts, "worker": job.worker_host, "depends_on": job.depends_on,
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "heartbeat_at": iso(job.heartbeat_at),
+        "lease_until": iso(job.lease_until),
         "progress": {"done": job.progress_done, "total": job.progress_total, "message": job.progress_message},
     }
 
@@ -67,7 +68,7 @@ def status_line(job: Job) -> str:
         line += f" {job.progress_done}/{job.progress_total}"
     if job.progress_message:
         line += f"  {job.progress_message}"
-    if job.status == "queued" and job.depends_on:
+    if job.status == "waiting" and job.depends_on:
         line += f"  (waits for {job.depends_on})"
     lines = [line]
     if job.error:

@@ -11,6 +11,9 @@ from genq.core.store.jobs import JobNotFound, JobStore
 from genq.core.store.models import Job
 
 
+OPEN_RETRY_S = 10.0  # a database restarting is back within this; a wrong URL should not keep the user waiting
+
+
 class Runtime:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
@@ -24,9 +27,11 @@ class Runtime:
 
     @cached_property
     def store(self) -> JobStore:
+        from genq.worker.retry import retrying
+
         engine = make_engine(self.settings.database_url)
         try:
-            check_schema(engine)
+            retrying(lambda: check_schema(engine), min(self.settings.retry_for_s, OPEN_RETRY_S), "opening the store")
         except SchemaError as exc:
             raise click.ClickException(str(exc)) from exc
         return JobStore(session_factory(engine))

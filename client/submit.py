@@ -58,14 +58,13 @@ def submit_params(rt: Runtime, cls: type[JobParams], values: dict[str, Any], aft
 
 
 def enqueue(rt: Runtime, spec: JobParams, after: str | None, wait: bool, as_json: bool, timeout: float | None) -> None:
-    from genq.worker.dispatch import BrokerUnavailable, dispatch_if_ready
+    from genq.worker import dependencies
 
     store = rt.store
-    job = store.create(spec, depends_on=after)
-    try:
-        dispatch_if_ready(rt.app, store, job)
-    except BrokerUnavailable as exc:
-        raise click.ClickException(f"job {job.id} failed: {exc}") from exc
+    job, not_sent = dependencies.submit(rt.app, store, spec, depends_on=after, retry_for_s=rt.settings.retry_for_s)
+    if not_sent:
+        click.echo(visible(f"warning: job {job.id} is stored but its wake-up was not sent ({not_sent}); "
+                           "a worker sends it once the broker answers"), err=True)
     job = store.get(job.id)
     if wait:
         job = wait_for(store, job.id, timeout, show_progress=not as_json)

@@ -13,7 +13,10 @@ LOCAL_BROKER_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 DEFAULT_VISIBILITY_TIMEOUT_S = 6 * 3600  # above the longest job: Redis redelivers after this
 DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
-DEFAULT_STALE_AFTER_S = 30.0  # a running job whose heartbeat is older than this has lost its worker
+DEFAULT_LEASE_S = 30.0  # a running job's lease; its heartbeat renews it; past it, the job is taken over
+DEFAULT_RECONCILE_INTERVAL_S = 5.0  # how often each worker's reconciler looks for stranded jobs
+DEFAULT_RESEND_AFTER_S = 15.0  # a queued job's wake-up older than this and not in the broker is sent again
+DEFAULT_RETRY_FOR_S = 60.0  # database writes and broker sends retry this long before a job is failed
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_MODEL_CACHE_SIZE = 2
 DEFAULT_QUEUE = "gpu"
@@ -33,7 +36,10 @@ class Settings:
     queue: str
     visibility_timeout_s: int
     heartbeat_interval_s: float
-    stale_after_s: float
+    lease_s: float
+    reconcile_interval_s: float
+    resend_after_s: float
+    retry_for_s: float
     max_attempts: int
     model_cache_size: int
     device: str  # "auto", "cpu" or "cuda"
@@ -108,7 +114,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         queue=env.get("GENQ_QUEUE") or DEFAULT_QUEUE,
         visibility_timeout_s=_number(env, "GENQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S, int),
         heartbeat_interval_s=_number(env, "GENQ_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL_S),
-        stale_after_s=_number(env, "GENQ_STALE_AFTER", DEFAULT_STALE_AFTER_S),
+        # GENQ_STALE_AFTER is this setting's earlier name
+        lease_s=_number(env, "GENQ_LEASE", _number(env, "GENQ_STALE_AFTER", DEFAULT_LEASE_S)),
+        reconcile_interval_s=_number(env, "GENQ_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL_S),
+        resend_after_s=_number(env, "GENQ_RESEND_AFTER", DEFAULT_RESEND_AFTER_S),
+        retry_for_s=_number(env, "GENQ_RETRY_FOR", DEFAULT_RETRY_FOR_S),
         max_attempts=_number(env, "GENQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int),
         model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int),
         device=env.get("GENQ_DEVICE") or "auto",

@@ -1,69 +1,68 @@
-"""The context a run function gets on a worker: backed by the SQL store and the artifact store."""
+"""The context a run function gets on a worker: backed by the SQL and artifact stores.
+
+Every write is fenced by the run's attempt (a superseded run's writes are refused and it stops)
+and retried through a database blip for up to GENQ_RETRY_FOR seconds.
+"""
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from pathlib import Path
 
 from genq.core.cache import ModelCache
 from genq.core.context import JobCancelled
 from genq.core.store.artifacts import ArtifactStore, validate_artifact_name
-from genq.core.store.jobs import JobStore
+from genq.core.store.jobs import JobStore, RunSuperseded
+from genq.worker.liveness import Heartbeat
+from genq.worker.retry import retrying
 
 log = logging.getLogger("genq.job")
 
 
-class Heartbeat:
-    """Refreshes the job's heartbeat and picks up cancellation, in a background thread."""
+class JobSuperseded(JobCancelled):
+    """This run lost its job (its lease expired and the job was taken over, or it ended elsewhere)."""
 
-    def __init__(self, store: JobStore, job_id: str, attempt: int, interval_s: float) -> None:
-        self.store, self.job_id, self.attempt, self.interval_s = store, job_id, attempt, interval_s
-        self.cancel_requested = threading.Event()
-        self.superseded = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id[:8]}", daemon=True)
 
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval_s + 5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if self.store.heartbeat(self.job_id):
-                    self.cancel_requested.set()
-                job = self.store.get(self.job_id)
-                if job is not None and job.attempts != self.attempt:
-                    self.superseded.set()  # another worker took the job over: stop this run
-            except Exception:
-                log.exception("heartbeat for job %s failed", self.job_id)
+class TimeLimitExceeded(JobCancelled):
+    """The run went past the job's time limit."""
 
 
 class StoreContext:
-    def __init__(self, job_id: str, store: JobStore, artifacts: ArtifactStore, heartbeat: Heartbeat,
-                 device: str, data_root: Path, cache: ModelCache) -> None:
+    def __init__(self, job_id: str, attempt: int, store: JobStore, artifacts: ArtifactStore, heartbeat: Heartbeat,
+                 device: str, data_root: Path, cache: ModelCache, retry_for_s: float,
+                 deadline: float | None = None) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.device = device
         self.data_root = data_root
         self.cache = cache
         self._store = store
         self._artifacts = artifacts
         self._heartbeat = heartbeat
+        self._retry_for_s = retry_for_s
+        self._deadline = deadline  # time.monotonic() past which the run must stop
+
+    def _write(self, action, what: str) -> None:
+        try:
+            retrying(action, self._retry_for_s, f"{what} of job {self.job_id}")
+        except RunSuperseded as exc:
+            self._heartbeat.superseded.set()
+            raise JobSuperseded(str(exc)) from None
 
     def progress(self, done: int, total: int, message: str = "") -> None:
-        self._store.set_progress(self.job_id, done, total, message)
+        self._write(lambda: self._store.set_progress(self.job_id, self.attempt, done, total, message), "progress")
 
     def metric(self, step: int, name: str, value: float) -> None:
-        self._store.record_metric(self.job_id, step, name, value)
+        self._write(lambda: self._store.record_metric(self.job_id, self.attempt, step, name, value), "metric")
 
     def artifact(self, name: str, source: bytes | Path, media_type: str | None = None) -> None:
         data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
-        stored = self._artifacts.put(self.job_id, name, data, media_type)
-        self._store.record_artifact(self.job_id, stored)
+        stored, staged = self._artifacts.stage(self.job_id, name, data, media_type)
+        try:
+            self._write(lambda: self._store.record_artifact(self.job_id, self.attempt, stored, staged.publish),
+                        f"artifact {name}")
+        finally:
+            staged.discard()  # a no-op once published
 
     def existing_artifact(self, name: str) -> Path | None:
         validate_artifact_name(name)
@@ -80,18 +79,20 @@ class StoreContext:
         return path
 
     def log(self, message: str, level: str = "info") -> None:
-        self._store.append_log(self.job_id, level, message)
+        self._write(lambda: self._store.append_log(self.job_id, level, message, self.attempt), "log line")
         log.log(logging.getLevelName(level.upper()), "[%s] %s", self.job_id[:8], message)
 
     def cancelled(self) -> bool:
-        return self._heartbeat.cancel_requested.is_set() or self._heartbeat.superseded.is_set()
+        return (self._heartbeat.cancel_requested.is_set() or self._heartbeat.superseded.is_set()
+                or self._past_deadline())
 
     def check_cancelled(self) -> None:
         if self._heartbeat.superseded.is_set():
-            raise JobSuperseded(f"job {self.job_id} was taken over by another worker")
+            raise JobSuperseded(f"job {self.job_id} was taken over: attempt {self.attempt} stops")
+        if self._past_deadline():
+            raise TimeLimitExceeded("time limit exceeded")
         if self._heartbeat.cancel_requested.is_set() or self._store.cancel_requested(self.job_id):
             raise JobCancelled("cancelled by request")
 
-
-class JobSuperseded(JobCancelled):
-    """This run lost its job to another worker (its heartbeat had gone stale)."""
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline

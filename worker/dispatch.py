@@ -1,20 +1,27 @@
-"""Sending a job's message (only its id) and releasing the jobs that wait for another."""
+"""Wake-up messages: only a job's id, a disposable hint that SQL has work; losing one loses nothing.
+
+Each message's Celery task id starts with the job id, so the reconciler can list which jobs have a
+message in the broker (waiting in the queue, or delivered and not yet acknowledged).
+"""
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from genq.core.config import redact_url
 from genq.core.store.jobs import JobStore
-from genq.core.store.models import Job
-from genq.core.store.states import JobStatus
 from genq.worker.app import RUN_JOB_TASK
+from genq.worker.retry import retrying
 
 log = logging.getLogger("genq.dispatch")
 
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged messages
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: priority lists are `<queue>\x06\x16<priority>`
 
 
 class BrokerUnavailable(RuntimeError):
@@ -23,45 +30,39 @@ class BrokerUnavailable(RuntimeError):
 
 def send(app: Celery, job_id: str) -> None:
     try:
-        app.send_task(RUN_JOB_TASK, args=[job_id], retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        app.send_task(RUN_JOB_TASK, args=[job_id], task_id=f"{job_id}.{uuid.uuid4().hex[:8]}",
+                      retry=True, retry_policy=PUBLISH_RETRY_POLICY)
     except (OperationalError, OSError) as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {redact_url(app.conf.broker_url)}: {exc}") from exc
 
 
-def dispatch_if_ready(app: Celery, store: JobStore, job: Job, worker: str | None = None) -> JobStatus:
-    """Send a queued job whose dependency (if any) succeeded; fail it if the dependency did not.
-
-    Called by the client after it committed the job, and by a worker after a job finished;
-    `mark_dispatched` lets exactly one of them send. A job whose dependency is still
-    unfinished is left queued: the dependency's worker releases it.
-    """
-    if job.depends_on:
-        dependency = store.get(job.depends_on)
-        state = JobStatus(dependency.status) if dependency else JobStatus.FAILED
-        if state in (JobStatus.QUEUED, JobStatus.RUNNING):
-            return JobStatus.QUEUED
-        if state is not JobStatus.SUCCEEDED:
-            reason = f"dependency {job.depends_on} {'does not exist' if dependency is None else state.value}"
-            fail_with_dependents(store, job.id, reason, worker)
-            return JobStatus.FAILED
-    if store.mark_dispatched(job.id):
-        try:
-            send(app, job.id)
-        except BrokerUnavailable as exc:
-            store.fail_if_queued(job.id, str(exc), worker)
-            raise
-    return JobStatus.QUEUED
+def send_queued(app: Celery, store: JobStore, job_ids: list[str], retry_for_s: float = 0.0) -> None:
+    """Wake a worker for each of these queued jobs and record when (the reconciler's clock)."""
+    for job_id in job_ids:
+        retrying(lambda: send(app, job_id), retry_for_s, f"sending job {job_id}")
+    if job_ids:
+        retrying(lambda: store.mark_sent(job_ids), retry_for_s, "recording sends")
 
 
-def fail_with_dependents(store: JobStore, job_id: str, reason: str, worker: str | None = None) -> None:
-    store.fail_if_queued(job_id, reason, worker)
-    for waiting in store.waiting_on(job_id):
-        fail_with_dependents(store, waiting.id, f"dependency {job_id} failed", worker)
+def job_ids_in_broker(app: Celery, queue: str) -> set[str]:
+    """The ids of the jobs with a message for `queue` in the broker: waiting in the queue (any
+    priority), or delivered and not yet acknowledged."""
+    with app.connection_for_write() as connection:
+        client = connection.default_channel.client
+        messages = [json.loads(raw) for key in _queue_keys(client, queue) for raw in client.lrange(key, 0, -1)]
+        for raw in client.hvals(UNACKED_KEY):
+            message, _exchange, routing_key = json.loads(raw)
+            if routing_key == queue:
+                messages.append(message)
+    return {((message.get("headers") or {}).get("id") or "").split(".")[0] for message in messages}
 
 
-def release_dependents(app: Celery, store: JobStore, job_id: str, worker: str | None = None) -> None:
-    for waiting in store.waiting_on(job_id):
-        try:
-            dispatch_if_ready(app, store, waiting, worker)
-        except BrokerUnavailable:
-            log.exception("could not send job %s, which waited for %s", waiting.id, job_id)
+def queued_message_count(app: Celery, queue: str) -> int:
+    """How many messages wait in `queue` (any priority), not counting delivered ones."""
+    with app.connection_for_write() as connection:
+        client = connection.default_channel.client
+        return sum(client.llen(key) for key in _queue_keys(client, queue))
+
+
+def _queue_keys(client, queue: str) -> list:
+    return [queue, *client.scan_iter(match=f"{queue}{PRIORITY_SEPARATOR}*")]

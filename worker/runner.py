@@ -1,8 +1,10 @@
-"""Adapts one job row to its core run function: claim, run, record, finish, release dependents.
+"""Adapts one job row to its core run function: claim, run, record, release the jobs that wait.
 
-Every delivery of a message goes through `JobRunner.execute`. It is safe to deliver a job twice:
-the conditional transitions let exactly one delivery run it, and a job whose worker died (its
-heartbeat went stale) is taken over by the next delivery, up to `max_attempts` runs.
+Every delivery of a message goes through `JobRunner.execute`; a message is only a wake-up. A
+delivery for a job that is not queued is dropped, except for a running job whose lease has passed
+(it is taken over, see liveness). The claim and every write of the run are fenced by the attempt
+number; a run that finished keeps its result and retries recording it through a database blip
+instead of being run again.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from typing import Any
+
+from celery import Celery
 
 from genq.core.cache import ModelCache
 from genq.core.config import Settings
@@ -21,22 +24,17 @@ from genq.core.context import JobCancelled
 from genq.core.kinds import params_from_json, run_function
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.jobs import JobStore
-from genq.core.store.models import Job
 from genq.core.store.states import JobStatus, TransitionError
-from genq.worker.context import Heartbeat, JobSuperseded, StoreContext
+from genq.worker.context import JobSuperseded, StoreContext, TimeLimitExceeded
+from genq.worker.dependencies import release_dependents
+from genq.worker.liveness import Heartbeat, take_over
+from genq.worker.retry import retrying
 
 log = logging.getLogger("genq.worker")
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def heartbeat_age_s(job: Job) -> float:
-    if job.heartbeat_at is None:
-        return float("inf")
-    beat = job.heartbeat_at if job.heartbeat_at.tzinfo else job.heartbeat_at.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - beat).total_seconds()
 
 
 def one_line(exc: BaseException) -> str:
@@ -56,98 +54,89 @@ def prepare_torch(settings: Settings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    status: JobStatus
+    values: dict[str, Any]
+    reason: str | None
+
+
 @dataclass
 class JobRunner:
     settings: Settings
     store: JobStore
     artifacts: ArtifactStore
     cache: ModelCache
-    release: Callable[[str], None]  # sends the jobs that waited for this one (or fails them)
+    app: Celery  # to wake the jobs that waited for a finished one
 
     def execute(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job is None:
             log.warning("message for unknown job %s dropped", job_id)
             return
-        status = JobStatus(job.status)
-        if status is JobStatus.RUNNING:
-            job = self._take_over_if_abandoned(job)
-            if job is None:
-                return
-            status = JobStatus(job.status)
-        if status is not JobStatus.QUEUED:
-            log.info("job %s is %s: duplicate message dropped", job_id, status.value)
-            return
-        if job.depends_on:
-            dependency = self.store.get(job.depends_on)
-            if dependency is None or dependency.status != JobStatus.SUCCEEDED.value:
-                log.warning("job %s delivered before its dependency %s succeeded: dropped", job_id, job.depends_on)
-                return
         me = worker_name()
-        try:
-            self.store.transition(job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=me,
-                                  reason=f"attempt {job.attempts + 1}", values={"cancel_requested": False})
-        except TransitionError:
-            log.info("job %s was taken by another delivery", job_id)
+        if job.status == JobStatus.RUNNING.value:
+            if not self.store.lease_expired(job_id):
+                log.info("job %s is running on %s under a live lease: duplicate message dropped", job_id, job.worker_host)
+                return
+            if take_over(self.app, self.store, job, self.settings, me) is not JobStatus.QUEUED:
+                return
+        elif job.status != JobStatus.QUEUED.value:
+            log.info("job %s is %s: message dropped", job_id, job.status)
             return
-        self._run(job_id, attempt=job.attempts + 1, worker=me)
-
-    def _take_over_if_abandoned(self, job: Job) -> Job | None:
-        age = heartbeat_age_s(job)
-        if age < self.settings.stale_after_s:
-            log.info("job %s is running on %s (heartbeat %.1fs ago): duplicate message dropped",
-                     job.id, job.worker_host, age)
-            return None
-        me = worker_name()
-        lost = f"worker {job.worker_host} lost (no heartbeat for {age:.0f}s)"
         try:
-            if job.attempts >= self.settings.max_attempts:
-                reason = f"{lost}; gave up after {job.attempts} attempts"
-                self.store.transition(job.id, JobStatus.RUNNING, JobStatus.FAILED, worker=me, reason=reason,
-                                      expected_attempts=job.attempts, values={"error": reason})
-                self.release(job.id)
-                return None
-            self.store.transition(job.id, JobStatus.RUNNING, JobStatus.QUEUED, worker=me,
-                                  reason=f"{lost}; requeued", expected_attempts=job.attempts)
+            attempt = self.store.claim(job_id, me, self.settings.lease_s)
         except TransitionError:
-            return None
-        return self.store.get(job.id)
+            log.info("job %s was claimed by another delivery", job_id)
+            return
+        outcome = self._run(job_id, attempt)
+        if outcome is not None:
+            self._record(job_id, attempt, me, outcome)
 
-    def _run(self, job_id: str, attempt: int, worker: str) -> None:
+    def _run(self, job_id: str, attempt: int) -> Outcome | None:
+        """Run the job's function; None when this run lost the job (nothing of it is recorded)."""
         job = self.store.get(job_id)
         started = time.monotonic()
-        with Heartbeat(self.store, job_id, attempt, self.settings.heartbeat_interval_s) as heartbeat:
+        with Heartbeat(self.store, job_id, attempt, self.settings) as heartbeat:
             try:
-                ctx = StoreContext(job_id, self.store, self.artifacts, heartbeat,
-                                   device=prepare_torch(self.settings),
-                                   data_root=self.settings.data_root, cache=self.cache)
+                ctx = StoreContext(job_id, attempt, self.store, self.artifacts, heartbeat,
+                                   device=prepare_torch(self.settings), data_root=self.settings.data_root,
+                                   cache=self.cache, retry_for_s=self.settings.retry_for_s)
                 if attempt > 1:
-                    ctx.log(f"attempt {attempt}: resuming where the previous worker left off, if it saved state")
-                spec = params_from_json(job.kind, job.params, self.settings)
-                result = run_function(job.kind)(spec, ctx)
-                outcome, values, reason = JobStatus.SUCCEEDED, {"result": result or {}}, None
+                    ctx.log(f"attempt {attempt}: resuming where the previous run left off, if it saved state")
+                params = params_from_json(job.kind, job.params, self.settings)
+                result = run_function(job.kind)(params, ctx)
+                outcome = Outcome(JobStatus.SUCCEEDED, {"result": result or {}}, None)
             except JobSuperseded as exc:
                 log.warning("job %s: %s", job_id, exc)
-                return
+                return None
+            except TimeLimitExceeded as exc:
+                outcome = Outcome(JobStatus.FAILED, {"error": str(exc)}, str(exc))
             except JobCancelled as exc:
-                outcome, values, reason = JobStatus.CANCELLED, {"error": str(exc)}, str(exc)
+                outcome = Outcome(JobStatus.CANCELLED, {"error": str(exc)}, str(exc))
             except Exception as exc:
                 message = one_line(exc)
-                self._safe_log(job_id, traceback.format_exc(), "error")
-                outcome, values, reason = JobStatus.FAILED, {"error": message}, message
-        values["progress_message"] = f"{outcome.value} in {time.monotonic() - started:.1f}s"
-        try:
-            self.store.transition(job_id, JobStatus.RUNNING, outcome, worker=worker, reason=reason,
-                                  expected_attempts=attempt, values=values)
-        except TransitionError as exc:
-            log.warning("job %s finished on this worker but could not be recorded: %s", job_id, exc)
-            return
-        log.info("job %s %s", job_id, outcome.value)
-        self.release(job_id)
+                self._safe_log(job_id, attempt, traceback.format_exc())
+                outcome = Outcome(JobStatus.FAILED, {"error": message}, message)
+            outcome.values["progress_message"] = f"{outcome.status.value} in {time.monotonic() - started:.1f}s"
+            return outcome
 
-    def _safe_log(self, job_id: str, message: str, level: str) -> None:
-        log.log(logging.getLevelName(level.upper()), "[%s] %s", job_id[:8], message)
+    def _record(self, job_id: str, attempt: int, me: str, outcome: Outcome) -> None:
+        """The final transition, retried through a database blip with the result kept in memory."""
+        def record() -> None:
+            self.store.transition(job_id, JobStatus.RUNNING, outcome.status, worker=me, reason=outcome.reason,
+                                  expected_attempts=attempt, values=outcome.values)
         try:
-            self.store.append_log(job_id, level, message)
+            retrying(record, self.settings.retry_for_s, f"recording the end of job {job_id}")
+        except TransitionError as exc:
+            log.warning("job %s finished on this worker but was no longer its (%s)", job_id, exc)
+            return
+        log.info("job %s %s", job_id, outcome.status.value)
+        release_dependents(self.app, self.store, job_id, me, self.settings.retry_for_s)
+
+    def _safe_log(self, job_id: str, attempt: int, message: str) -> None:
+        log.error("[%s] %s", job_id[:8], message)
+        try:
+            self.store.append_log(job_id, "error", message, attempt)
         except Exception:
             log.exception("could not store a log line for job %s", job_id)

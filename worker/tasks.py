@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Celery, signals
+from celery.exceptions import Reject
 
 from genq.core.cache import ModelCache
 from genq.core.config import Settings, load_settings
@@ -11,44 +13,50 @@ from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.db import check_schema, make_engine, session_factory
 from genq.core.store.jobs import JobStore
 from genq.worker.app import RUN_JOB_TASK, make_app
-from genq.worker.dispatch import release_dependents
-from genq.worker.recovery import AbandonedJobSweeper
+from genq.worker.liveness import Reconciler
+from genq.worker.retry import is_transient
 from genq.worker.runner import JobRunner, worker_name
 
 log = logging.getLogger("genq.worker")
+REQUEUE_PAUSE_S = 1.0  # before handing back a message whose job could not be read (database down)
 
 
 def build_runner(app: Celery, settings: Settings) -> JobRunner:
     engine = make_engine(settings.database_url)
     check_schema(engine)
-    store = JobStore(session_factory(engine))
-    return JobRunner(
-        settings=settings,
-        store=store,
-        artifacts=ArtifactStore(settings.artifact_root),
-        cache=ModelCache(settings.model_cache_size),
-        release=lambda job_id: release_dependents(app, store, job_id, worker_name()),
-    )
+    return JobRunner(settings=settings, store=JobStore(session_factory(engine)),
+                     artifacts=ArtifactStore(settings.artifact_root),
+                     cache=ModelCache(settings.model_cache_size), app=app)
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     app = make_app(settings)
     runner = build_runner(app, settings)
-    sweeper = AbandonedJobSweeper(app, runner.store, settings.stale_after_s)
+    reconciler = Reconciler(app, runner.store, settings, worker_name())
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(self, job_id: str) -> None:
-        runner.execute(job_id)
+        try:
+            runner.execute(job_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("job %s: the store is unreachable (%s); handing the message back", job_id, type(exc).__name__)
+            time.sleep(REQUEUE_PAUSE_S)
+            raise Reject(str(exc), requeue=True) from exc
 
     @signals.worker_ready.connect(weak=False)
-    def _start_sweeper(**_):
-        sweeper.sweep()
-        sweeper.start()
+    def _start_reconciler(**_):
+        try:
+            reconciler.reconcile()
+        except Exception:
+            log.exception("first reconcile failed")
+        reconciler.start()
 
     @signals.worker_shutdown.connect(weak=False)
-    def _stop_sweeper(**_):
-        sweeper.stop()
+    def _stop_reconciler(**_):
+        reconciler.stop()
 
     app.genq_runner = runner
     return app

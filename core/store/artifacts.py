@@ -54,11 +54,32 @@ def current_umask() -> int:
     return mask
 
 
-def write_atomically(target: Path, data: bytes, mode: int | None = None) -> None:
-    """Temp file in the same folder, fsync, rename: a reader sees the old file or the new one.
+@dataclass(frozen=True)
+class StagedFile:
+    """Data written and fsynced to a temp file beside its target, not yet visible under the target's name."""
 
-    The file gets `mode`, or by default what the umask gives a new file (mkstemp alone makes 0600).
-    """
+    temp: Path
+    target: Path
+
+    def publish(self) -> None:
+        """Rename into place: a reader sees the old file or the new one, never a part. Publishing
+        again (a retried transaction) is a no-op."""
+        if not self.temp.exists():
+            return
+        os.replace(self.temp, self.target)
+        dir_fd = os.open(self.target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def discard(self) -> None:
+        self.temp.unlink(missing_ok=True)
+
+
+def stage_file(target: Path, data: bytes, mode: int | None = None) -> StagedFile:
+    """Write `data` to a temp file in the target's folder. The file gets `mode`, or by default what the
+    umask gives a new file (mkstemp alone makes 0600)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -67,15 +88,20 @@ def write_atomically(target: Path, data: bytes, mode: int | None = None) -> None
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    return StagedFile(Path(tmp), target)
+
+
+def write_atomically(target: Path, data: bytes, mode: int | None = None) -> None:
+    """Temp file in the same folder, fsync, rename."""
+    staged = stage_file(target, data, mode)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        staged.publish()
+    except BaseException:
+        staged.discard()
+        raise
 
 
 @dataclass(frozen=True)
@@ -95,9 +121,16 @@ class ArtifactStore:
         validate_artifact_name(name)
         return self.root / job_id / name
 
+    def stage(self, job_id: str, name: str, data: bytes, media_type: str | None = None) -> tuple[StoredFile, StagedFile]:
+        """The artifact written beside its place; `publish()` it once the run may still write (fenced)."""
+        return self.describe(job_id, name, data, media_type), stage_file(self.path(job_id, name), data)
+
     def put(self, job_id: str, name: str, data: bytes, media_type: str | None = None) -> StoredFile:
-        target = self.path(job_id, name)
-        write_atomically(target, data)
+        write_atomically(self.path(job_id, name), data)
+        return self.describe(job_id, name, data, media_type)
+
+    @staticmethod
+    def describe(job_id: str, name: str, data: bytes, media_type: str | None = None) -> StoredFile:
         return StoredFile(
             name=name,
             relative_path=f"{job_id}/{name}",

@@ -1,15 +1,22 @@
-"""Reading and writing jobs and what hangs off them (metrics, artifacts, logs, events)."""
+"""Reading and writing jobs and what hangs off them (metrics, artifacts, logs, events).
+
+Writes of a run are fenced: each names the attempt it belongs to and is refused (RunSuperseded)
+once the job has moved on to another attempt or out of `running`. The fence is an UPDATE of the
+job's row in the same transaction as the write, so a takeover cannot commit in between.
+"""
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
 
 from genq.core.params import JobParams
 from genq.core.store.artifacts import StoredFile
+from genq.core.store.clock import db_now_plus
 from genq.core.store.models import Artifact, Job, JobEvent, JobLog, Metric, utcnow
 from genq.core.store.states import JobStatus, TransitionError, transition
 
@@ -20,11 +27,23 @@ class JobNotFound(LookupError):
     pass
 
 
+class RunSuperseded(RuntimeError):
+    """This run's attempt is no longer the job's (it was taken over, or the job ended): stop writing."""
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What one heartbeat learned: whether this run still holds the job, and whether to cancel."""
+
+    holds_lease: bool
+    cancel_requested: bool
+
+
 @dataclass(frozen=True)
 class CancelOutcome:
     status: JobStatus
     message: str
-    never_ran: bool = False  # this request cancelled a queued job: what waits for it must not wait on
+    never_ran: bool = False  # this request cancelled a job that had not started: what waits for it must not wait on
 
 
 class JobStore:
@@ -33,15 +52,18 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------
     def create(self, spec: JobParams, depends_on: str | None = None) -> Job:
-        job = Job(id=str(uuid.uuid4()), kind=spec.kind, status=JobStatus.QUEUED.value, params=spec.to_json(),
+        """Insert a job: `waiting` when it depends on another job, else `queued` (its send time starts
+        now, by the database's clock, so a wake-up lost before it was sent is re-sent)."""
+        status = JobStatus.WAITING if depends_on else JobStatus.QUEUED
+        job = Job(id=str(uuid.uuid4()), kind=spec.kind, status=status.value, params=spec.to_json(),
                   attempts=0, depends_on=depends_on, cancel_requested=False, submitted_at=utcnow(),
-                  progress_done=0, progress_total=0)
+                  progress_done=0, progress_total=0, last_sent_at=None if depends_on else db_now_plus(0))
         with self.sessions() as session:
             session.add(job)
             session.add(JobEvent(job_id=job.id, at=job.submitted_at, from_status=None,
-                                 to_status=JobStatus.QUEUED.value, reason="submitted"))
+                                 to_status=status.value, reason="submitted"))
             session.commit()
-        return job
+        return self.get(job.id)
 
     def get(self, job_id: str) -> Job | None:
         with self.sessions() as session:
@@ -84,28 +106,89 @@ class JobStore:
         except TransitionError:
             return False
 
-    def mark_dispatched(self, job_id: str) -> bool:
-        """Claim the right to send this job's message; True for exactly one caller."""
+    def mark_sent(self, job_ids: list[str]) -> None:
+        """Record (database clock) that wake-ups for these queued jobs were just sent."""
         with self.sessions() as session:
-            matched = session.execute(
-                update(Job).where(Job.id == job_id, Job.dispatched_at.is_(None)).values(dispatched_at=utcnow())
-            ).rowcount
+            session.execute(update(Job).where(Job.id.in_(job_ids)).values(last_sent_at=db_now_plus(0)))
             session.commit()
-        return matched == 1
 
     def waiting_on(self, job_id: str) -> list[Job]:
-        """Queued jobs that wait for `job_id` to succeed."""
+        """Jobs in `waiting` for `job_id` to succeed."""
         with self.sessions() as session:
-            return list(session.scalars(select(Job).where(Job.depends_on == job_id, Job.status == JobStatus.QUEUED.value)))
+            return list(session.scalars(select(Job).where(Job.depends_on == job_id, Job.status == JobStatus.WAITING.value)))
+
+    # -- runs: claim, lease, fenced writes ---------------------------------------------
+    def claim(self, job_id: str, worker: str, lease_s: float) -> int:
+        """queued -> running for this worker with a fresh lease; returns the new attempt number.
+        Raises TransitionError when another delivery claimed it first."""
+        with self.sessions() as session:
+            transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker,
+                       reason="claimed", values={"lease_until": db_now_plus(lease_s)})
+        return self.get(job_id).attempts
+
+    def heartbeat(self, job_id: str, attempt: int, lease_s: float) -> Beat:
+        """Renew this run's lease (one UPDATE ... RETURNING): whether it still holds it, and cancellation."""
+        with self.sessions() as session:
+            cancel = session.execute(
+                update(Job).where(self._run_is(job_id, attempt))
+                .values(lease_until=db_now_plus(lease_s), heartbeat_at=db_now_plus(0))
+                .returning(Job.cancel_requested)
+            ).scalar_one_or_none()
+            session.commit()
+        return Beat(holds_lease=cancel is not None, cancel_requested=bool(cancel))
+
+    def expired_leases(self, limit: int = 100) -> list[Job]:
+        """Running jobs whose lease has passed by the database's clock."""
+        with self.sessions() as session:
+            return list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
+                                                          Job.lease_until < db_now_plus(0)).limit(limit)))
+
+    def lease_expired(self, job_id: str) -> bool:
+        with self.sessions() as session:
+            return session.scalar(select(Job.id).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value,
+                                                       Job.lease_until < db_now_plus(0))) is not None
+
+    def queued_unsent_since(self, seconds: float, limit: int = 1000) -> list[str]:
+        """Queued jobs whose last wake-up was sent longer than `seconds` ago (database clock)."""
+        with self.sessions() as session:
+            unsent = Job.last_sent_at.is_(None) | (Job.last_sent_at < db_now_plus(-seconds))
+            return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value, unsent)
+                                        .order_by(Job.last_sent_at).limit(limit)))
+
+    def count(self, status: JobStatus) -> int:
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Job).where(Job.status == status.value))
+
+    def waiting_on_finished(self, limit: int = 1000) -> list[Job]:
+        """Waiting jobs whose dependency has ended (or vanished): nobody released them yet."""
+        dependency = Job.__table__.alias("dependency")
+        finished = [s.value for s in JobStatus if s.finished]
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Job).outerjoin(dependency, dependency.c.id == Job.depends_on)
+                .where(Job.status == JobStatus.WAITING.value,
+                       (dependency.c.status.in_(finished)) | (dependency.c.id.is_(None))).limit(limit)))
+
+    @staticmethod
+    def _run_is(job_id: str, attempt: int):
+        return and_(Job.id == job_id, Job.attempts == attempt, Job.status == JobStatus.RUNNING.value)
+
+    def _fence(self, session: Session, job_id: str, attempt: int) -> None:
+        """Lock the job's row for this transaction if this run still holds it; else RunSuperseded."""
+        matched = session.execute(update(Job).where(self._run_is(job_id, attempt))
+                                  .values(attempts=Job.attempts)).rowcount
+        if matched != 1:
+            session.rollback()
+            raise RunSuperseded(f"job {job_id} is no longer at attempt {attempt}")
 
     def request_cancel(self, job_id: str) -> CancelOutcome:
         job = self.get(job_id)
         if job is None:
             raise JobNotFound(f"no job {job_id!r}")
         status = JobStatus(job.status)
-        if status is JobStatus.QUEUED:
+        if status in (JobStatus.QUEUED, JobStatus.WAITING):
             try:
-                self.transition(job_id, JobStatus.QUEUED, JobStatus.CANCELLED, reason="cancelled by user")
+                self.transition(job_id, status, JobStatus.CANCELLED, reason="cancelled by user")
                 return CancelOutcome(JobStatus.CANCELLED, "cancelled before it started", never_ran=True)
             except TransitionError:
                 return self.request_cancel(job_id)  # it started meanwhile: ask the runner
@@ -116,42 +199,44 @@ class JobStore:
             return CancelOutcome(JobStatus.RUNNING, "cancellation requested: the job stops at its next step boundary")
         return CancelOutcome(status, f"already {status.value}: nothing to cancel")
 
-    def heartbeat(self, job_id: str) -> bool:
-        """Refresh the running job's heartbeat; returns whether cancellation was requested."""
-        with self.sessions() as session:
-            session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-                            .values(heartbeat_at=utcnow()))
-            session.commit()
-        return self.cancel_requested(job_id)
-
     def cancel_requested(self, job_id: str) -> bool:
         with self.sessions() as session:
             return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
-    def set_progress(self, job_id: str, done: int, total: int, message: str) -> None:
+    def set_progress(self, job_id: str, attempt: int, done: int, total: int, message: str) -> None:
         with self.sessions() as session:
-            session.execute(update(Job).where(Job.id == job_id)
-                            .values(progress_done=done, progress_total=total, progress_message=message))
+            matched = session.execute(update(Job).where(self._run_is(job_id, attempt))
+                                      .values(progress_done=done, progress_total=total, progress_message=message)).rowcount
             session.commit()
+        if matched != 1:
+            raise RunSuperseded(f"job {job_id} is no longer at attempt {attempt}")
 
     # -- metrics, artifacts, logs, events -----------------------------------------------
-    def record_metric(self, job_id: str, step: int, name: str, value: float) -> None:
+    def record_metric(self, job_id: str, attempt: int, step: int, name: str, value: float) -> None:
         with self.sessions() as session:
-            session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.name == name, Metric.step == step))
-            session.add(Metric(job_id=job_id, step=step, name=name, value=float(value), recorded_at=utcnow()))
+            self._fence(session, job_id, attempt)
+            _upsert(session, Metric, {"job_id": job_id, "step": step, "name": name, "value": float(value),
+                                      "recorded_at": utcnow()}, keys=("job_id", "name", "step"))
             session.commit()
 
-    def record_artifact(self, job_id: str, stored: StoredFile) -> None:
+    def record_artifact(self, job_id: str, attempt: int, stored: StoredFile, publish=None) -> None:
+        """Index an artifact (one upsert). `publish()` (putting the file in place) runs inside the fenced
+        transaction, so a superseded run can neither index nor publish."""
         with self.sessions() as session:
-            session.execute(delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == stored.name))
-            session.add(Artifact(job_id=job_id, name=stored.name, relative_path=stored.relative_path,
-                                 media_type=stored.media_type, size=stored.size, sha256=stored.sha256,
-                                 created_at=utcnow()))
+            self._fence(session, job_id, attempt)
+            if publish is not None:
+                publish()
+            _upsert(session, Artifact, {"job_id": job_id, "name": stored.name, "relative_path": stored.relative_path,
+                                        "media_type": stored.media_type, "size": stored.size,
+                                        "sha256": stored.sha256, "created_at": utcnow()}, keys=("job_id", "name"))
             session.commit()
 
-    def append_log(self, job_id: str, level: str, message: str) -> None:
+    def append_log(self, job_id: str, level: str, message: str, attempt: int | None = None) -> None:
+        """A log line; fenced when it comes from a run (`attempt` given)."""
         with self.sessions() as session:
-            session.add(JobLog(job_id=job_id, level=level, message=message, at=utcnow()))
+            if attempt is not None:
+                self._fence(session, job_id, attempt)
+            session.add(JobLog(job_id=job_id, level=level, message=message, at=utcnow(), attempt=attempt))
             session.commit()
 
     def metrics(self, job_id: str) -> list[Metric]:
@@ -173,3 +258,11 @@ class JobStore:
     def events(self, job_id: str) -> list[JobEvent]:
         with self.sessions() as session:
             return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def _upsert(session: Session, model, values: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE: a row is replaced atomically, never deleted and re-added."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model).values(**values)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=list(keys), set_={k: statement.excluded[k] for k in values if k not in keys}))

@@ -7,10 +7,12 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from genq.core.store.clock import db_now_plus
 from genq.core.store.models import Job, JobEvent, utcnow
 
 
 class JobStatus(str, Enum):
+    WAITING = "waiting"  # for another job to succeed; released to queued exactly once
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -25,8 +27,9 @@ class JobStatus(str, Enum):
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    # running -> queued: the job's worker was lost and another delivery takes it over.
+    # running -> queued: the job's lease expired (its worker was lost) and it is taken over.
     JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
@@ -60,7 +63,9 @@ def transition(
     now = utcnow()
     changes: dict[str, Any] = {"status": to.value, **(values or {})}
     if to is JobStatus.RUNNING:
-        changes.update(started_at=now, heartbeat_at=now, worker_host=worker, attempts=Job.attempts + 1)
+        changes.update(started_at=now, heartbeat_at=db_now_plus(0), worker_host=worker, attempts=Job.attempts + 1)
+    if expected is JobStatus.RUNNING:
+        changes["lease_until"] = None
     if to.finished:
         changes["finished_at"] = now
     statement = update(Job).where(Job.id == job_id, Job.status == expected.value)

@@ -112,11 +112,11 @@ def hostile_job(genq, tiny_model) -> tuple[str, dict[str, str]]:
     job_id = genq.client("submit", "sd", "--model", str(tiny_model), "--prompt", hostile["prompt"],
                          "--negative", hostile["negative"], *FAST).stdout.strip()
     store = genq.store()
-    store.append_log(job_id, "info", hostile["log"])
-    store.set_progress(job_id, 1, 2, hostile["progress"])
-    store.record_artifact(job_id, StoredFile(name=hostile["artifact"], relative_path=f"{job_id}/x.png",
-                                             media_type="image/png", size=1, sha256="0" * 64))
-    store.transition(job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=hostile["worker"])
+    attempt = store.claim(job_id, hostile["worker"], lease_s=60)  # as a worker would
+    store.append_log(job_id, "info", hostile["log"], attempt)
+    store.set_progress(job_id, attempt, 1, 2, hostile["progress"])
+    store.record_artifact(job_id, attempt, StoredFile(name=hostile["artifact"], relative_path=f"{job_id}/x.png",
+                                                      media_type="image/png", size=1, sha256="0" * 64))
     store.transition(job_id, JobStatus.RUNNING, JobStatus.FAILED, worker=hostile["worker"], reason=hostile["reason"],
                      values={"error": hostile["error"]})
     return job_id, hostile

@@ -20,7 +20,7 @@ def test_interpolate_and_sample_wait_for_their_model_then_run(genq):
     interpolation = genq.client_json("submit", "interpolate", "--model", model[:8], "--from-digit", "7",
                                      "--to-digit", "1", "--steps", "6")
     sampling = genq.client_json("submit", "sample-vae", "--model", model, "--count", "16", "--seed", "1")
-    assert interpolation["status"] == "queued" and interpolation["depends_on"] == model
+    assert interpolation["status"] == "waiting" and interpolation["depends_on"] == model
     assert f"waits for {model}" in genq.client("status", interpolation["id"]).stdout
     # When a worker comes
     genq.start_worker()
@@ -95,7 +95,7 @@ def test_model_must_be_a_train_vae_job_and_inputs_in_range(genq):
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_training_resumes_after_its_worker_is_killed(genq):
     # Given a multi-epoch training job running on worker A
-    fast_takeover = {"GENQ_STALE_AFTER": "3"}
+    fast_takeover = {"GENQ_LEASE": "3", "GENQ_RECONCILE_INTERVAL": "1"}
     worker_a = genq.start_worker(env=fast_takeover)
     job_id = genq.client("submit", "train-vae", "--epochs", "4", "--train-limit", "3072", "--capacity", "16",
                          "--seed", "9").stdout.strip()
@@ -113,7 +113,7 @@ def test_training_resumes_after_its_worker_is_killed(genq):
     details = genq.client_json("show", job_id)
     assert details["attempts"] == 2
     assert [p["step"] for p in details["metrics"]["train_loss_per_image"]] == [1, 2, 3, 4]
-    assert any("lost" in (e["reason"] or "") for e in details["events"])
+    assert any("lease" in (e["reason"] or "") and "expired" in e["reason"] for e in details["events"])
     logs = genq.client("logs", job_id).stdout
     assert "resuming from the checkpoint of epoch" in logs
     resumed_from = int(logs.split("resuming from the checkpoint of epoch ")[1].split()[0])

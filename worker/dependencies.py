@@ -1,0 +1,81 @@
+"""Jobs that wait for another job (`--after`, `--model`): registered, released exactly once, or failed.
+
+A job that depends on an unfinished job is stored `waiting`. When its dependency ends, whoever
+notices first (the dependency's worker, the submitting client, or any worker's reconciler) moves it
+`waiting -> queued` with a conditional transition (so exactly one of them wins and sends its
+wake-up) or, if the dependency did not succeed, fails it and everything that waits on it.
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from genq.core.params import JobParams
+from genq.core.store.clock import db_now_plus
+from genq.core.store.jobs import JobStore
+from genq.core.store.models import Job
+from genq.core.store.states import JobStatus, TransitionError
+from genq.worker import testing_hooks
+from genq.worker.dispatch import BrokerUnavailable, send_queued
+from genq.worker.retry import retrying
+
+log = logging.getLogger("genq.dependencies")
+
+
+def submit(app: Celery, store: JobStore, params: JobParams, depends_on: str | None,
+           retry_for_s: float = 0.0) -> tuple[Job, str | None]:
+    """Store a job (queued, or waiting for `depends_on`) and wake a worker when it is ready.
+
+    Returns the job and, when its wake-up could not be sent, why. Nothing is lost then: the job is
+    stored, and a worker's reconciler sends it once the broker answers (as it does when this
+    process is killed between the insert and the send). The insert retries through a database blip.
+    """
+    job = retrying(lambda: store.create(params, depends_on=depends_on), retry_for_s, "storing the job")
+    testing_hooks.pause_at("after-insert", job.id)
+    try:
+        if job.status == JobStatus.WAITING.value:
+            release_if_ready(app, store, job)
+        else:
+            send_queued(app, store, [job.id])
+    except BrokerUnavailable as exc:
+        return store.get(job.id), str(exc)
+    return store.get(job.id), None
+
+
+def release_if_ready(app: Celery, store: JobStore, job: Job, worker: str | None = None, retry_for_s: float = 0.0) -> None:
+    """A waiting job whose dependency has ended: queue and send it, or fail its chain."""
+    dependency = store.get(job.depends_on) if job.depends_on else None
+    state = JobStatus(dependency.status) if dependency else JobStatus.FAILED
+    if not state.finished:
+        return
+    if state is JobStatus.SUCCEEDED:
+        try:
+            store.transition(job.id, JobStatus.WAITING, JobStatus.QUEUED, worker=worker,
+                             reason=f"dependency {job.depends_on} succeeded", values={"last_sent_at": db_now_plus(0)})
+        except TransitionError:
+            return  # released (or cancelled) by someone else
+        send_queued(app, store, [job.id], retry_for_s)
+    else:
+        reason = f"dependency {job.depends_on} {'does not exist' if dependency is None else state.value}"
+        fail_chain(store, job.id, reason, worker)
+
+
+def release_dependents(app: Celery, store: JobStore, job_id: str, worker: str | None = None,
+                       retry_for_s: float = 0.0) -> None:
+    """After `job_id` ended: release or fail each job waiting for it."""
+    for waiting in store.waiting_on(job_id):
+        release_if_ready(app, store, waiting, worker, retry_for_s)
+
+
+def fail_chain(store: JobStore, job_id: str, reason: str, worker: str | None = None) -> None:
+    """Fail a waiting job and all that wait on it, iteratively (chains can be thousands long)."""
+    pending = [(job_id, reason)]
+    while pending:
+        current, why = pending.pop()
+        try:
+            store.transition(current, JobStatus.WAITING, JobStatus.FAILED, worker=worker, reason=why,
+                             values={"error": why})
+        except TransitionError:
+            pass  # not waiting any more: released, cancelled or failed by someone else
+        pending += [(waiting.id, f"dependency {current} failed") for waiting in store.waiting_on(current)]

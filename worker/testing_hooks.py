@@ -1,0 +1,20 @@
+"""Fault-injection points for the soak and the lifecycle tests; inert unless a test asks.
+
+With GENQ_TEST_PAUSE_AT set to a point's name, the process writes the job id to the file named by
+GENQ_TEST_PAUSE_FILE and sleeps there until it is killed: a test can kill it in that exact window.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def pause_at(point: str, job_id: str) -> None:
+    if os.environ.get("GENQ_TEST_PAUSE_AT") != point:
+        return
+    marker = os.environ.get("GENQ_TEST_PAUSE_FILE")
+    if marker:
+        Path(marker).write_text(job_id)
+    while True:
+        time.sleep(3600)
