@@ -137,11 +137,13 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
 @pass_runtime
 def cancel(rt: Runtime, job: str) -> None:
     """Cancel a job: a queued one never runs; a running one stops at its next epoch or step."""
+    from genq.worker import testing_hooks
     from genq.worker.dependencies import fail_chain
 
     job_id = rt.job(job).id
     outcome = rt.store.request_cancel(job_id)
     click.echo(visible(f"{job}: {outcome.message}"))
+    testing_hooks.pause_at("after-cancel", job_id)
     if outcome.never_ran:  # (if this process dies here, a worker's reconciler fails them instead)
         for waiting in rt.store.waiting_on(job_id):
             fail_chain(rt.store, waiting.id, f"dependency {job_id} was cancelled")

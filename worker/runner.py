@@ -27,6 +27,7 @@ from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus, TransitionError
 from genq.worker.context import JobSuperseded, StoreContext, TimeLimitExceeded
 from genq.worker.dependencies import release_dependents
+from genq.worker import testing_hooks
 from genq.worker.liveness import Heartbeat, take_over
 from genq.worker.retry import retrying
 
@@ -132,6 +133,7 @@ class JobRunner:
             log.warning("job %s finished on this worker but was no longer its (%s)", job_id, exc)
             return
         log.info("job %s %s", job_id, outcome.status.value)
+        testing_hooks.pause_at("after-finish", job_id)
         release_dependents(self.app, self.store, job_id, me, self.settings.retry_for_s)
 
     def _safe_log(self, job_id: str, attempt: int, message: str) -> None:
