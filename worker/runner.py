@@ -25,7 +25,7 @@ from genq.core.kinds import params_from_json, run_function
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus, TransitionError
-from genq.worker.context import JobSuperseded, StoreContext, TimeLimitExceeded
+from genq.worker.context import JobSuperseded, StoreContext
 from genq.worker.dependencies import release_dependents
 from genq.worker import testing_hooks
 from genq.worker.liveness import Heartbeat, take_over
@@ -90,37 +90,36 @@ class JobRunner:
         except TransitionError:
             log.info("job %s was claimed by another delivery", job_id)
             return
-        outcome = self._run(job_id, attempt)
-        if outcome is not None:
-            self._record(job_id, attempt, me, outcome)
+        # The heartbeat runs until the end is recorded: a run retrying its final write keeps its lease.
+        with Heartbeat(self.store, job_id, attempt, self.settings) as heartbeat:
+            outcome = self._run(job_id, attempt, heartbeat)
+            if outcome is not None:
+                self._record(job_id, attempt, me, outcome)
 
-    def _run(self, job_id: str, attempt: int) -> Outcome | None:
+    def _run(self, job_id: str, attempt: int, heartbeat: Heartbeat) -> Outcome | None:
         """Run the job's function; None when this run lost the job (nothing of it is recorded)."""
         job = self.store.get(job_id)
         started = time.monotonic()
-        with Heartbeat(self.store, job_id, attempt, self.settings) as heartbeat:
-            try:
-                ctx = StoreContext(job_id, attempt, self.store, self.artifacts, heartbeat,
-                                   device=prepare_torch(self.settings), data_root=self.settings.data_root,
-                                   cache=self.cache, retry_for_s=self.settings.retry_for_s)
-                if attempt > 1:
-                    ctx.log(f"attempt {attempt}: resuming where the previous run left off, if it saved state")
-                params = params_from_json(job.kind, job.params, self.settings)
-                result = run_function(job.kind)(params, ctx)
-                outcome = Outcome(JobStatus.SUCCEEDED, {"result": result or {}}, None)
-            except JobSuperseded as exc:
-                log.warning("job %s: %s", job_id, exc)
-                return None
-            except TimeLimitExceeded as exc:
-                outcome = Outcome(JobStatus.FAILED, {"error": str(exc)}, str(exc))
-            except JobCancelled as exc:
-                outcome = Outcome(JobStatus.CANCELLED, {"error": str(exc)}, str(exc))
-            except Exception as exc:
-                message = one_line(exc)
-                self._safe_log(job_id, attempt, traceback.format_exc())
-                outcome = Outcome(JobStatus.FAILED, {"error": message}, message)
-            outcome.values["progress_message"] = f"{outcome.status.value} in {time.monotonic() - started:.1f}s"
-            return outcome
+        try:
+            ctx = StoreContext(job_id, attempt, self.store, self.artifacts, heartbeat,
+                               device=prepare_torch(self.settings), data_root=self.settings.data_root,
+                               cache=self.cache, retry_for_s=self.settings.retry_for_s)
+            if attempt > 1:
+                ctx.log(f"attempt {attempt}: resuming where the previous run left off, if it saved state")
+            params = params_from_json(job.kind, job.params, self.settings)
+            result = run_function(job.kind)(params, ctx)
+            outcome = Outcome(JobStatus.SUCCEEDED, {"result": result or {}}, None)
+        except JobSuperseded as exc:
+            log.warning("job %s: %s", job_id, exc)
+            return None
+        except JobCancelled as exc:
+            outcome = Outcome(JobStatus.CANCELLED, {"error": str(exc)}, str(exc))
+        except Exception as exc:
+            message = one_line(exc)
+            self._safe_log(job_id, attempt, traceback.format_exc())
+            outcome = Outcome(JobStatus.FAILED, {"error": message}, message)
+        outcome.values["progress_message"] = f"{outcome.status.value} in {time.monotonic() - started:.1f}s"
+        return outcome
 
     def _record(self, job_id: str, attempt: int, me: str, outcome: Outcome) -> None:
         """The final transition, retried through a database blip with the result kept in memory."""

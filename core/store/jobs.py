@@ -98,14 +98,6 @@ class JobStore:
         with self.sessions() as session:
             transition(session, job_id, expected, to, **kwargs)
 
-    def fail_if_queued(self, job_id: str, reason: str, worker: str | None = None) -> bool:
-        try:
-            self.transition(job_id, JobStatus.QUEUED, JobStatus.FAILED, worker=worker, reason=reason,
-                            values={"error": reason})
-            return True
-        except TransitionError:
-            return False
-
     def mark_sent(self, job_ids: list[str]) -> None:
         """Record (database clock) that wake-ups for these queued jobs were just sent."""
         with self.sessions() as session:
