@@ -12,6 +12,7 @@ from typing import Any
 
 import annotated_types
 import click
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from genq.client.render import echo_json, job_summary, status_line
@@ -19,7 +20,7 @@ from genq.client.runtime import Runtime
 from genq.client.visible import visible
 from genq.client.waiting import wait_for
 from genq.core.kinds import KIND_CLASSES
-from genq.core.params import JobParams, SpecError, parse
+from genq.core.params import MAX_RETRIES, JobParams, RunOptions, SpecError, parse, parse_duration, spec_error
 from genq.core.store.states import JobStatus
 
 
@@ -57,11 +58,13 @@ def submit_params(rt: Runtime, cls: type[JobParams], values: dict[str, Any], aft
     return params.with_seed(), waits_for
 
 
-def enqueue(rt: Runtime, spec: JobParams, after: str | None, wait: bool, as_json: bool, timeout: float | None) -> None:
+def enqueue(rt: Runtime, spec: JobParams, after: str | None, wait: bool, as_json: bool, timeout: float | None,
+            options: RunOptions | None = None) -> None:
     from genq.worker import dependencies
 
     store = rt.store
-    job, not_sent = dependencies.submit(rt.app, store, spec, depends_on=after, retry_for_s=rt.settings.retry_for_s)
+    job, not_sent = dependencies.submit(rt.app, store, spec, depends_on=after, retry_for_s=rt.settings.retry_for_s,
+                                        options=options)
     if not_sent:
         click.echo(visible(f"warning: job {job.id} is stored but its wake-up was not sent ({not_sent}); "
                            "a worker sends it once the broker answers"), err=True)
@@ -89,7 +92,40 @@ def common_options() -> list[click.Option]:
         click.Option(["--wait"], is_flag=True, help="Wait for the job to finish; exit 0 only if it succeeded."),
         click.Option(["--json", "as_json"], is_flag=True, help="Print the job as a JSON object."),
         click.Option(["--timeout"], type=float, default=None, help="With --wait: give up waiting after S seconds (exit 3)."),
+        click.Option(["--time-limit"], type=DURATION, default=None, metavar="DURATION",
+                     help="Stop a run that takes longer (90s, 15m, 2h, 1h30m): the job ends failed with "
+                          "'time limit exceeded'. Checked between epochs and denoising steps."),
+        click.Option(["--retries"], type=int, default=0, show_default=True,
+                     help=f"Run a failed job again up to N times ({MAX_RETRIES} at most), waiting "
+                          "GENQ_RETRY_BACKOFF seconds, doubled each time."),
+        click.Option(["--idempotency-key"], metavar="KEY", default=None,
+                     help="Submitting the same KEY again returns the job it created, instead of a new one."),
     ]
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def run_options(time_limit: float | None, retries: int, idempotency_key: str | None) -> RunOptions:
+    try:
+        return RunOptions.model_validate({"time_limit_s": time_limit, "retries": retries,
+                                          "idempotency_key": idempotency_key})
+    except ValidationError as exc:
+        error = spec_error(exc)
+        option = {"time_limit_s": "--time-limit", "retries": "--retries", "idempotency_key": "--idempotency-key"}
+        raise click.UsageError(f"{option.get(error.field, '')}: {error.reason}") from None
 
 
 def click_type(annotation: Any) -> click.ParamType:
@@ -129,10 +165,11 @@ def parameter_option(name: str, field: FieldInfo) -> click.Option:
 
 
 def kind_command(cls: type[JobParams]) -> click.Command:
-    def callback(after, wait, as_json, timeout, **values) -> None:
+    def callback(after, wait, as_json, timeout, time_limit, retries, idempotency_key, **values) -> None:
         rt = click.get_current_context().ensure_object(Runtime)
+        options = run_options(time_limit, retries, idempotency_key)
         params, waits_for = submit_params(rt, cls, values, after)
-        enqueue(rt, params, waits_for, wait, as_json, timeout)
+        enqueue(rt, params, waits_for, wait, as_json, timeout, options)
 
     options = [parameter_option(name, field) for name, field in cls.model_fields.items()]
     return click.Command(cls.kind, callback=callback, params=options + common_options(),

@@ -16,6 +16,7 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
 DEFAULT_LEASE_S = 30.0  # a running job's lease; its heartbeat renews it; past it, the job is taken over
 DEFAULT_RECONCILE_INTERVAL_S = 5.0  # how often each worker's reconciler looks for stranded jobs
 DEFAULT_RESEND_AFTER_S = 15.0  # a queued job's wake-up older than this and not in the broker is sent again
+DEFAULT_RETRY_BACKOFF_S = 10.0  # a failed run with --retries left runs again after this, doubling each time
 DEFAULT_RETRY_FOR_S = 60.0  # database writes and broker sends retry this long before a job is failed
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_MODEL_CACHE_SIZE = 2
@@ -40,6 +41,7 @@ class Settings:
     reconcile_interval_s: float
     resend_after_s: float
     retry_for_s: float
+    retry_backoff_s: float
     max_attempts: int
     model_cache_size: int
     device: str  # "auto", "cpu" or "cuda"
@@ -119,6 +121,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         reconcile_interval_s=_number(env, "GENQ_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL_S),
         resend_after_s=_number(env, "GENQ_RESEND_AFTER", DEFAULT_RESEND_AFTER_S),
         retry_for_s=_number(env, "GENQ_RETRY_FOR", DEFAULT_RETRY_FOR_S),
+        retry_backoff_s=_number(env, "GENQ_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF_S),
         max_attempts=_number(env, "GENQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int),
         model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int),
         device=env.get("GENQ_DEVICE") or "auto",

@@ -7,6 +7,7 @@ stored with the job. Numbers are finite (no inf or NaN) and strict (no "3" for a
 """
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated, Any, ClassVar
 
@@ -16,6 +17,8 @@ from genq.core.config import Settings, load_settings
 
 MAX_SEED = 2**32 - 1
 MAX_JOB_ID_LENGTH = 64
+MAX_TIME_LIMIT_S = 30 * 24 * 3600
+MAX_RETRIES = 10
 
 Seed = Annotated[int | None, Field(ge=0, le=MAX_SEED,
                                    description="RNG seed; same seed, same result (random and recorded when omitted).")]
@@ -25,6 +28,28 @@ def job_ref(kind: str, description: str) -> Any:
     """A parameter naming another job of `kind`: the job waits for it, and the CLI resolves id prefixes."""
     return Field(min_length=1, max_length=MAX_JOB_ID_LENGTH, description=description,
                  json_schema_extra={"job_kind": kind, "metavar": "JOB"})
+
+
+class RunOptions(BaseModel):
+    """How a job of any kind is run: its time limit, retries of failed runs, and idempotency."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    time_limit_s: float | None = Field(None, gt=0, le=MAX_TIME_LIMIT_S)
+    retries: int = Field(0, ge=0, le=MAX_RETRIES)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90", "90s", "15m", "2h" or "1h30m"; ValueError otherwise."""
+    match = DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 2h or 1h30m")
+    parts = match.groupdict()
+    return sum(float(parts[unit] or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1)))
 
 
 def random_seed() -> int:

@@ -6,6 +6,7 @@ and retried through a database blip for up to GENQ_RETRY_FOR seconds.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from genq.core.cache import ModelCache
@@ -22,9 +23,14 @@ class JobSuperseded(JobCancelled):
     """This run lost its job (its lease expired and the job was taken over, or it ended elsewhere)."""
 
 
+class TimeLimitExceeded(JobCancelled):
+    """The run went past the job's --time-limit."""
+
+
 class StoreContext:
     def __init__(self, job_id: str, attempt: int, store: JobStore, artifacts: ArtifactStore, heartbeat: Heartbeat,
-                 device: str, data_root: Path, cache: ModelCache, retry_for_s: float) -> None:
+                 device: str, data_root: Path, cache: ModelCache, retry_for_s: float,
+                 deadline: float | None = None) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.device = device
@@ -34,6 +40,7 @@ class StoreContext:
         self._artifacts = artifacts
         self._heartbeat = heartbeat
         self._retry_for_s = retry_for_s
+        self._deadline = deadline  # time.monotonic() past which the run must stop (its time limit)
 
     def _write(self, action, what: str) -> None:
         try:
@@ -81,5 +88,7 @@ class StoreContext:
     def check_cancelled(self) -> None:
         if self._heartbeat.superseded.is_set():
             raise JobSuperseded(f"job {self.job_id} was taken over: attempt {self.attempt} stops")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise TimeLimitExceeded("time limit exceeded")
         if self._heartbeat.cancel_requested.is_set() or self._store.cancel_requested(self.job_id):
             raise JobCancelled("cancelled by request")

@@ -11,7 +11,7 @@ import logging
 
 from celery import Celery
 
-from genq.core.params import JobParams
+from genq.core.params import JobParams, RunOptions
 from genq.core.store.clock import db_now_plus
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
@@ -24,14 +24,16 @@ log = logging.getLogger("genq.dependencies")
 
 
 def submit(app: Celery, store: JobStore, params: JobParams, depends_on: str | None,
-           retry_for_s: float = 0.0) -> tuple[Job, str | None]:
+           retry_for_s: float = 0.0, options: RunOptions | None = None) -> tuple[Job, str | None]:
     """Store a job (queued, or waiting for `depends_on`) and wake a worker when it is ready.
 
     Returns the job and, when its wake-up could not be sent, why. Nothing is lost then: the job is
     stored, and a worker's reconciler sends it once the broker answers (as it does when this
     process is killed between the insert and the send). The insert retries through a database blip.
     """
-    job = retrying(lambda: store.create(params, depends_on=depends_on), retry_for_s, "storing the job")
+    job = retrying(lambda: store.create(params, depends_on, options), retry_for_s, "storing the job")
+    if not job.created:
+        return job, None  # its idempotency key was used before: that job, as it is
     testing_hooks.pause_at("after-insert", job.id)
     try:
         if job.status == JobStatus.WAITING.value:

@@ -23,9 +23,10 @@ from genq.core.config import Settings
 from genq.core.context import JobCancelled
 from genq.core.kinds import params_from_json, run_function
 from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.clock import db_now_plus
 from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus, TransitionError
-from genq.worker.context import JobSuperseded, StoreContext
+from genq.worker.context import JobSuperseded, StoreContext, TimeLimitExceeded
 from genq.worker.dependencies import release_dependents
 from genq.worker import testing_hooks
 from genq.worker.liveness import Heartbeat, take_over
@@ -85,6 +86,9 @@ class JobRunner:
         elif job.status != JobStatus.QUEUED.value:
             log.info("job %s is %s: message dropped", job_id, job.status)
             return
+        elif self.store.not_due_yet(job_id):
+            log.info("job %s retries later: message dropped (the reconciler sends it when due)", job_id)
+            return
         try:
             attempt = self.store.claim(job_id, me, self.settings.lease_s)
         except TransitionError:
@@ -100,26 +104,39 @@ class JobRunner:
         """Run the job's function; None when this run lost the job (nothing of it is recorded)."""
         job = self.store.get(job_id)
         started = time.monotonic()
+        deadline = started + job.time_limit_s if job.time_limit_s else None
         try:
             ctx = StoreContext(job_id, attempt, self.store, self.artifacts, heartbeat,
                                device=prepare_torch(self.settings), data_root=self.settings.data_root,
-                               cache=self.cache, retry_for_s=self.settings.retry_for_s)
+                               cache=self.cache, retry_for_s=self.settings.retry_for_s, deadline=deadline)
             if attempt > 1:
                 ctx.log(f"attempt {attempt}: resuming where the previous run left off, if it saved state")
             params = params_from_json(job.kind, job.params, self.settings)
             result = run_function(job.kind)(params, ctx)
-            outcome = Outcome(JobStatus.SUCCEEDED, {"result": result or {}}, None)
+            outcome = Outcome(JobStatus.SUCCEEDED, {"result": result or {}, "error": None}, None)
         except JobSuperseded as exc:
             log.warning("job %s: %s", job_id, exc)
             return None
+        except TimeLimitExceeded as exc:
+            outcome = Outcome(JobStatus.FAILED, {"error": str(exc)}, str(exc))
         except JobCancelled as exc:
             outcome = Outcome(JobStatus.CANCELLED, {"error": str(exc)}, str(exc))
         except Exception as exc:
             message = one_line(exc)
             self._safe_log(job_id, attempt, traceback.format_exc())
-            outcome = Outcome(JobStatus.FAILED, {"error": message}, message)
-        outcome.values["progress_message"] = f"{outcome.status.value} in {time.monotonic() - started:.1f}s"
+            outcome = self._retry_or_fail(job, message)
+        ended = "failed, to be retried" if outcome.status is JobStatus.QUEUED else outcome.status.value
+        outcome.values["progress_message"] = f"{ended} in {time.monotonic() - started:.1f}s"
         return outcome
+
+    def _retry_or_fail(self, job, message: str) -> Outcome:
+        """A failed run: queued again after a back-off while --retries are left, else failed."""
+        if job.failed_runs >= job.retries:
+            return Outcome(JobStatus.FAILED, {"error": message}, message)
+        delay = self.settings.retry_backoff_s * 2 ** job.failed_runs
+        reason = f"{message}; retry {job.failed_runs + 1} of {job.retries} in {delay:g}s"
+        return Outcome(JobStatus.QUEUED, {"error": message, "failed_runs": job.failed_runs + 1,
+                                          "run_after": db_now_plus(delay), "last_sent_at": None}, reason)
 
     def _record(self, job_id: str, attempt: int, me: str, outcome: Outcome) -> None:
         """The final transition, retried through a database blip with the result kept in memory."""
@@ -132,6 +149,8 @@ class JobRunner:
             log.warning("job %s finished on this worker but was no longer its (%s)", job_id, exc)
             return
         log.info("job %s %s", job_id, outcome.status.value)
+        if outcome.status is JobStatus.QUEUED:
+            return  # a retry: the reconciler sends it once its back-off has passed
         testing_hooks.pause_at("after-finish", job_id)
         release_dependents(self.app, self.store, job_id, me, self.settings.retry_for_s)
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.core.params import JobParams
+from genq.core.params import JobParams, RunOptions
 from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
 from genq.core.store.models import Artifact, Job, JobEvent, JobLog, Metric, utcnow
@@ -51,19 +52,39 @@ class JobStore:
         self.sessions = sessions
 
     # -- jobs ---------------------------------------------------------------------------
-    def create(self, spec: JobParams, depends_on: str | None = None) -> Job:
+    def create(self, spec: JobParams, depends_on: str | None = None, options: RunOptions | None = None) -> Job:
         """Insert a job: `waiting` when it depends on another job, else `queued` (its send time starts
-        now, by the database's clock, so a wake-up lost before it was sent is re-sent)."""
+        now, by the database's clock, so a wake-up lost before it was sent is re-sent). With an
+        idempotency key already used, the existing job is returned instead (`job.created` False)."""
+        options = options or RunOptions()
+        if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
+            return existing
         status = JobStatus.WAITING if depends_on else JobStatus.QUEUED
         job = Job(id=str(uuid.uuid4()), kind=spec.kind, status=status.value, params=spec.to_json(),
                   attempts=0, depends_on=depends_on, cancel_requested=False, submitted_at=utcnow(),
-                  progress_done=0, progress_total=0, last_sent_at=None if depends_on else db_now_plus(0))
+                  progress_done=0, progress_total=0, last_sent_at=None if depends_on else db_now_plus(0),
+                  time_limit_s=options.time_limit_s, retries=options.retries, failed_runs=0,
+                  idempotency_key=options.idempotency_key)
+        try:
+            with self.sessions() as session:
+                session.add(job)
+                session.add(JobEvent(job_id=job.id, at=job.submitted_at, from_status=None,
+                                     to_status=status.value, reason="submitted"))
+                session.commit()
+        except IntegrityError:
+            if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
+                return existing  # the same key submitted at the same moment elsewhere
+            raise
+        created = self.get(job.id)
+        created.created = True
+        return created
+
+    def _by_key(self, key: str) -> Job | None:
         with self.sessions() as session:
-            session.add(job)
-            session.add(JobEvent(job_id=job.id, at=job.submitted_at, from_status=None,
-                                 to_status=status.value, reason="submitted"))
-            session.commit()
-        return self.get(job.id)
+            job = session.scalar(select(Job).where(Job.idempotency_key == key))
+        if job is not None:
+            job.created = False
+        return job
 
     def get(self, job_id: str) -> Job | None:
         with self.sessions() as session:
@@ -135,6 +156,11 @@ class JobStore:
             return list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
                                                           Job.lease_until < db_now_plus(0)).limit(limit)))
 
+    def not_due_yet(self, job_id: str) -> bool:
+        """A queued job retrying after a failed run whose back-off has not passed (database clock)."""
+        with self.sessions() as session:
+            return session.scalar(select(Job.id).where(Job.id == job_id, Job.run_after > db_now_plus(0))) is not None
+
     def lease_expired(self, job_id: str) -> bool:
         with self.sessions() as session:
             return session.scalar(select(Job.id).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value,
@@ -144,7 +170,8 @@ class JobStore:
         """Queued jobs whose last wake-up was sent longer than `seconds` ago (database clock)."""
         with self.sessions() as session:
             unsent = Job.last_sent_at.is_(None) | (Job.last_sent_at < db_now_plus(-seconds))
-            return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value, unsent)
+            due = Job.run_after.is_(None) | (Job.run_after <= db_now_plus(0))
+            return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value, unsent, due)
                                         .order_by(Job.last_sent_at).limit(limit)))
 
     def count(self, status: JobStatus) -> int:

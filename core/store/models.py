@@ -37,6 +37,11 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # A running job's lease (database clock), renewed by its heartbeat; taken over only once it has passed.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    time_limit_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # a run past this ends failed
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # failed runs run again this often
+    failed_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    run_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # a retry's back-off
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True, index=True)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)

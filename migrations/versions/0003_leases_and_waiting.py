@@ -4,6 +4,7 @@
 - jobs.dispatched_at becomes jobs.last_sent_at: when a wake-up was last sent (the reconciler re-sends)
 - jobs that wait for an unfinished job move from `queued` to the new `waiting` state
 - job_logs.attempt: which run wrote the line
+- jobs.time_limit_s, retries, failed_runs, run_after, idempotency_key: limits and retries a user sets
 
 Revision ID: 0003
 Revises: 0002
@@ -30,6 +31,12 @@ def upgrade() -> None:
     op.add_column('jobs', sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True))
     op.create_index('ix_jobs_lease_until', 'jobs', ['lease_until'])
     op.add_column('job_logs', sa.Column('attempt', sa.Integer(), nullable=True))
+    op.add_column('jobs', sa.Column('time_limit_s', sa.Float(), nullable=True))
+    op.add_column('jobs', sa.Column('retries', sa.Integer(), nullable=False, server_default='0'))
+    op.add_column('jobs', sa.Column('failed_runs', sa.Integer(), nullable=False, server_default='0'))
+    op.add_column('jobs', sa.Column('run_after', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('jobs', sa.Column('idempotency_key', sa.String(length=200), nullable=True))
+    op.create_index('ix_jobs_idempotency_key', 'jobs', ['idempotency_key'], unique=True)
     dependency = sa.table('jobs', sa.column('id', sa.String), sa.column('status', sa.String)).alias('dependency')
     unfinished_dependency = sa.select(dependency.c.id).where(
         dependency.c.id == jobs.c.depends_on, dependency.c.status.in_(UNFINISHED)).exists()
@@ -39,6 +46,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.get_bind().execute(sa.update(jobs).where(jobs.c.status == 'waiting').values(status='queued', last_sent_at=None))
+    op.drop_index('ix_jobs_idempotency_key', 'jobs')
+    for column in ('idempotency_key', 'run_after', 'failed_runs', 'retries', 'time_limit_s'):
+        op.execute(f'ALTER TABLE jobs DROP COLUMN {column}')
     op.execute('ALTER TABLE job_logs DROP COLUMN attempt')
     op.drop_index('ix_jobs_lease_until', 'jobs')
     op.execute('ALTER TABLE jobs DROP COLUMN lease_until')
