@@ -66,7 +66,7 @@ class StoreContext:
 
     def existing_artifact(self, name: str) -> Path | None:
         validate_artifact_name(name)
-        if self._store.artifact(self.job_id, name) is None:
+        if self._read(lambda: self._store.artifact(self.job_id, name), f"artifact {name}") is None:
             return None
         path = self._artifacts.path(self.job_id, name)
         return path if path.exists() else None
@@ -74,7 +74,7 @@ class StoreContext:
     def job_artifact(self, job_id: str, name: str) -> Path:
         validate_artifact_name(name)
         path = self._artifacts.path(job_id, name)
-        if self._store.artifact(job_id, name) is None or not path.exists():
+        if self._read(lambda: self._store.artifact(job_id, name), f"artifact {name}") is None or not path.exists():
             raise FileNotFoundError(f"job {job_id} has no artifact {name!r}")
         return path
 
@@ -90,5 +90,10 @@ class StoreContext:
             raise JobSuperseded(f"job {self.job_id} was taken over: attempt {self.attempt} stops")
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise TimeLimitExceeded("time limit exceeded")
-        if self._heartbeat.cancel_requested.is_set() or self._store.cancel_requested(self.job_id):
+        if self._heartbeat.cancel_requested.is_set() or self._read(
+                lambda: self._store.cancel_requested(self.job_id), "cancel check"):
             raise JobCancelled("cancelled by request")
+
+    def _read(self, action, what: str):
+        """A read of the store, retried through a database blip like every write."""
+        return retrying(action, self._retry_for_s, f"{what} of job {self.job_id}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
 from celery import Celery
@@ -21,6 +22,7 @@ log = logging.getLogger("genq.dispatch")
 
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged messages
+UNACKED_INDEX_KEY = "unacked_index"  # kombu's Redis transport: delivery tag -> when it was delivered (epoch s)
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: priority lists are `<queue>\x06\x16<priority>`
 
 
@@ -44,16 +46,23 @@ def send_queued(app: Celery, store: JobStore, job_ids: list[str], retry_for_s: f
         retrying(lambda: store.mark_sent(job_ids), retry_for_s, "recording sends")
 
 
-def job_ids_in_broker(app: Celery, queue: str) -> set[str]:
+def job_ids_in_broker(app: Celery, queue: str, unacked_for_at_most_s: float | None = None) -> set[str]:
     """The ids of the jobs with a message for `queue` in the broker: waiting in the queue (any
-    priority), or delivered and not yet acknowledged."""
+    priority), or delivered and not yet acknowledged. With `unacked_for_at_most_s`, a message
+    delivered longer ago than that does not count: for a job still queued, its consumer died before
+    the claim (Redis hands it back only after the visibility timeout)."""
     with app.connection_for_write() as connection:
         client = connection.default_channel.client
         messages = [json.loads(raw) for key in _queue_keys(client, queue) for raw in client.lrange(key, 0, -1)]
-        for raw in client.hvals(UNACKED_KEY):
+        oldest = None if unacked_for_at_most_s is None else time.time() - unacked_for_at_most_s
+        for tag, raw in client.hgetall(UNACKED_KEY).items():
             message, _exchange, routing_key = json.loads(raw)
-            if routing_key == queue:
-                messages.append(message)
+            if routing_key != queue:
+                continue
+            delivered = client.zscore(UNACKED_INDEX_KEY, tag) if oldest is not None else None
+            if delivered is not None and delivered < oldest:
+                continue
+            messages.append(message)
     return {((message.get("headers") or {}).get("id") or "").split(".")[0] for message in messages}
 
 

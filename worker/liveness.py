@@ -74,7 +74,8 @@ def take_over(app: Celery, store: JobStore, job: Job, settings: Settings, me: st
         outcome, reason, values = JobStatus.QUEUED, f"{lost}; requeued", {"last_sent_at": db_now_plus(0)}
     try:
         store.transition(job.id, JobStatus.RUNNING, outcome, worker=me, reason=reason,
-                         expected_attempts=job.attempts, values=values)
+                         expected_attempts=job.attempts, values=values,
+                         only_if=Job.lease_until < db_now_plus(0))  # renewed since it was read: not ours
     except TransitionError:
         return None
     log.warning("job %s: %s", job.id, reason)
@@ -119,7 +120,7 @@ class Reconciler:
             return
         if queued_message_count(self.app, self.settings.queue) >= self.store.count(JobStatus.QUEUED):
             return
-        present = job_ids_in_broker(self.app, self.settings.queue)
+        present = job_ids_in_broker(self.app, self.settings.queue, unacked_for_at_most_s=self.settings.resend_after_s)
         lost = [job_id for job_id in suspects if job_id not in present]
         if lost:
             log.warning("re-sending %d queued job(s) whose wake-up was lost: %s", len(lost), ", ".join(lost[:5]))
@@ -130,4 +131,4 @@ class Reconciler:
             try:
                 self.reconcile()
             except Exception:
-                log.exception("reconcile failed; trying again in %.0fs", self.settings.reconcile_interval_s)
+                log.exception("reconcile failed; trying again in %.1fs", self.settings.reconcile_interval_s)

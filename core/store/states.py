@@ -51,6 +51,7 @@ def transition(
     reason: str | None = None,
     expected_attempts: int | None = None,
     values: dict[str, Any] | None = None,
+    only_if: Any = None,
 ) -> None:
     """Move a job from `expected` to `to` and record the event, in one transaction.
 
@@ -71,6 +72,8 @@ def transition(
     statement = update(Job).where(Job.id == job_id, Job.status == expected.value)
     if expected_attempts is not None:
         statement = statement.where(Job.attempts == expected_attempts)
+    if only_if is not None:  # a further condition checked in the same UPDATE (e.g. the lease has passed)
+        statement = statement.where(only_if)
     try:
         matched = session.execute(statement.values(**changes).execution_options(synchronize_session=False)).rowcount
         if matched != 1:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from genq.core.store.db import head_revision
 from tests.unit.test_packaging import PARTS, REPO
 
 IGNORED = shutil.ignore_patterns(".git", ".venv*", ".genq", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
@@ -68,4 +69,5 @@ def test_every_module_imports_from_the_wheel_outside_the_repository(wheel, tmp_p
                             cwd=outside, env={"PYTHONPATH": f"{site}:{dependencies}", "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "modules" in result.stdout and "'0002')" in result.stdout, result.stdout
+    head = head_revision(f"sqlite:///{tmp_path / 'head.sqlite3'}")
+    assert "modules" in result.stdout and f"(None, '{head}')" in result.stdout, result.stdout

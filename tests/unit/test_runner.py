@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +40,7 @@ from genq.worker.dispatch import job_ids_in_broker, send_queued
 from genq.worker.liveness import Reconciler, take_over
 from genq.worker.runner import JobRunner, worker_name
 from tests.conftest import REDIS_URL, migrated
+from tests.faults import PrivatePostgres
 
 LEASE_S = 30.0  # the runner's own lease: never passes during a test
 LOST_LEASE_S = 0.5  # the lease of a worker that vanished right after its claim
@@ -536,10 +537,6 @@ def test_resend_lost_resends_nothing_while_every_queued_job_has_its_message(rig)
     assert rig.messages() == Counter({job.id: 1 for job in jobs})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lifecycle bug: take_over() checks the lease when it reads the job (expired_leases / lease_expired) but its "
-    "transition is fenced only by status and attempt, not by `lease_until < now`; a heartbeat that renews the "
-    "lease in between is ignored and a live run is taken over"))
 def test_a_lease_renewed_after_the_reconciler_read_it_is_not_taken_over(rig):
     # Given a running job whose lease passed (its worker was slow, not dead), as a reconciler has just read it
     job = rig.store.create(Probe())
@@ -569,10 +566,6 @@ with app.connection_for_read() as connection:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lifecycle bug: resend_lost() counts a message delivered to a consumer that died before claiming the job "
-    "(kombu's `unacked` hash) as present, so the queued job is not re-sent; Redis hands that message back only "
-    "after the visibility timeout (GENQ_VISIBILITY_TIMEOUT, 6 h by default)"))
 def test_resend_lost_resends_a_queued_job_whose_message_was_taken_by_a_consumer_that_died(rig):
     # Given a queued job whose wake-up a consumer process took (delivered, not acknowledged) and which was
     # then killed before it claimed the job
@@ -589,7 +582,11 @@ def test_resend_lost_resends_a_queued_job_whose_message_was_taken_by_a_consumer_
     assert rig.messages() == Counter()  # not in the queue any more
     assert job.id in job_ids_in_broker(rig.app, rig.settings.queue)  # only in the dead consumer's unacked hash
     assert rig.store.get(job.id).status == "queued"
+    # And both its send and that delivery are older than GENQ_RESEND_AFTER
     wait_until(lambda: rig.store.queued_unsent_since(RESEND_AFTER_S) == [job.id], 20, "the send to age")
+    [delivered] = [rig.broker.zscore("unacked_index", tag) for tag, raw in rig.broker.hgetall("unacked").items()
+                   if json.loads(raw)[2] == rig.settings.queue]
+    wait_until(lambda: time.time() - delivered > RESEND_AFTER_S + 0.2, 20, "the delivery to age")
 
     try:
         # When the reconciler looks for lost wake-ups
@@ -607,3 +604,47 @@ def forget_unacked(rig: Rig) -> None:
         if json.loads(raw)[2] == rig.settings.queue:
             rig.broker.hdel("unacked", tag)
             rig.broker.zrem("unacked_index", tag)
+
+
+@pytest.fixture
+def blip_rig(tmp_path, monkeypatch):
+    """A rig on a private PostgreSQL cluster (tests/faults.py) that a test may stop and start."""
+    with PrivatePostgres() as postgres:
+        rig = make_rig(migrated(postgres.create_database("genq")), tmp_path / "home", monkeypatch)
+        try:
+            yield rig, postgres
+        finally:
+            rig.app.close()
+            leftovers = rig.broker.keys(f"*{rig.settings.queue}*")
+            if leftovers:
+                rig.broker.delete(*leftovers)
+            rig.broker.close()
+            rig.store.sessions.kw["bind"].dispose()
+
+
+def test_a_database_blip_during_a_runs_cancel_check_does_not_fail_the_job(blip_rig):
+    rig, postgres = blip_rig
+
+    # Given a run that, half-way, checks for cancellation while PostgreSQL restarts (down for about a second,
+    # well within GENQ_RETRY_FOR)
+    def blip_at_the_check(ctx) -> dict:
+        ctx.progress(1, 2, "before the blip")
+        postgres.stop("fast")
+        back = threading.Timer(1.0, postgres.start)
+        back.start()
+        try:
+            ctx.check_cancelled()
+        finally:
+            back.join()
+        ctx.progress(2, 2, "after the blip")
+        return {"through": "the blip"}
+
+    HOOKS["blip"] = blip_at_the_check
+    job = rig.store.create(Probe(tag="blip"))
+
+    # When it runs
+    rig.runner.execute(job.id)
+
+    # Then the blip is waited out like any write's, and the job succeeds
+    done = rig.store.get(job.id)
+    assert (done.status, done.error, done.result) == ("succeeded", None, {"through": "the blip"})
