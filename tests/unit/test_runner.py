@@ -38,6 +38,7 @@ from genq.worker.app import make_app
 from genq.worker.dependencies import fail_chain
 from genq.worker.dispatch import job_ids_in_broker, send_queued
 from genq.worker.liveness import Reconciler, take_over
+from tests.faults import wait_for as wait_until
 from genq.worker.runner import JobRunner, worker_name
 from tests.conftest import REDIS_URL, migrated
 from tests.faults import PrivatePostgres
@@ -122,17 +123,6 @@ class Rig:
     def db_now(self):
         with self.store.sessions() as session:
             return as_utc(session.scalar(select(db_now_plus(0))))
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def make_rig(database_url: str, home: Path, monkeypatch) -> Rig:
