@@ -105,7 +105,8 @@ def main() -> None:
 
     def theirs(n: int) -> np.ndarray:
         return pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=args.steps, height=side, width=side,
-                    num_images_per_prompt=n, generator=torch.Generator("cpu").manual_seed(0), output_type="np").images
+                    num_images_per_prompt=n, output_type="np",
+                    generator=[torch.Generator("cpu").manual_seed(i) for i in range(n)]).images  # image i: seed 0 + i
 
     def ours(n: int) -> np.ndarray:
         return generate(components, PROMPT, NEGATIVE, steps=args.steps, height=side, width=side, num_images=n,

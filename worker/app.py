@@ -5,6 +5,9 @@ from celery import Celery
 
 from genq.core.config import Settings, load_settings
 
+PRIORITY_SEPARATOR = ":"  # kombu's Redis transport option `sep`: priority lists are `<queue>:<n>`
+PRIORITY_STEPS = list(range(10))  # kombu's Redis transport option `priority_steps`: one list per priority
+
 RUN_JOB_TASK = "genq.run_job"
 
 
@@ -19,9 +22,10 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=settings.queue,
-        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        task_default_queue=settings.queue,  # every send names the job's own queue (genq.worker.dispatch)
+        # Priorities on Redis: one list per priority step, the list of step 0 popped first.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  "priority_steps": PRIORITY_STEPS, "sep": PRIORITY_SEPARATOR},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,

@@ -112,16 +112,20 @@ class Reconciler:
 
         A queued job is suspect when its last wake-up is older than GENQ_RESEND_AFTER. It is re-sent
         only if no message for it is in the broker (waiting in its queue, or delivered and not yet
-        acknowledged). Listing the queue is skipped while it holds at least as many messages as there
-        are queued jobs: the usual long backlog, whose messages are all there.
+        acknowledged). Listing a queue is skipped while it holds at least as many messages as it has
+        queued jobs: the usual long backlog, whose messages are all there. Every queue with suspects is
+        looked at, whichever queues this worker consumes: any worker can heal any queue.
         """
-        suspects = self.store.queued_unsent_since(self.settings.resend_after_s)
-        if not suspects:
-            return
-        if queued_message_count(self.app, self.settings.queue) >= self.store.count(JobStatus.QUEUED):
-            return
-        present = job_ids_in_broker(self.app, self.settings.queue, unacked_for_at_most_s=self.settings.resend_after_s)
-        lost = [job_id for job_id in suspects if job_id not in present]
+        by_queue: dict[str, list[str]] = {}
+        for job_id, queue in self.store.queued_unsent_since(self.settings.resend_after_s):
+            by_queue.setdefault(queue, []).append(job_id)
+        for queue, suspects in by_queue.items():
+            if queued_message_count(self.app, queue) >= self.store.count(JobStatus.QUEUED, queue):
+                continue
+            present = job_ids_in_broker(self.app, queue, unacked_for_at_most_s=self.settings.resend_after_s)
+            self._resend([job_id for job_id in suspects if job_id not in present])
+
+    def _resend(self, lost: list[str]) -> None:
         if lost:
             log.warning("re-sending %d queued job(s) whose wake-up was lost: %s", len(lost), ", ".join(lost[:5]))
             send_queued(self.app, self.store, lost)

@@ -12,10 +12,12 @@ from genq.core.config import Settings, load_settings
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.db import check_schema, make_engine, session_factory
 from genq.core.store.jobs import JobStore
+from genq.core.store.workers import WorkerRegistry
 from genq.worker.app import RUN_JOB_TASK, make_app
 from genq.worker.liveness import Reconciler
 from genq.worker.retry import is_transient
-from genq.worker.runner import JobRunner, worker_name
+from genq.worker.presence import Presence, describe
+from genq.worker.runner import JobRunner, prepare_torch
 
 log = logging.getLogger("genq.worker")
 REQUEUE_PAUSE_S = 1.0  # before handing back a message whose job could not be read (database down)
@@ -24,16 +26,18 @@ REQUEUE_PAUSE_S = 1.0  # before handing back a message whose job could not be re
 def build_runner(app: Celery, settings: Settings) -> JobRunner:
     engine = make_engine(settings.database_url)
     check_schema(engine)
-    return JobRunner(settings=settings, store=JobStore(session_factory(engine)),
+    sessions = session_factory(engine)
+    return JobRunner(settings=settings, store=JobStore(sessions, settings.queue_for),
                      artifacts=ArtifactStore(settings.artifact_root),
-                     cache=ModelCache(settings.model_cache_size), app=app)
+                     cache=ModelCache(settings.model_cache_size), app=app,
+                     presence=Presence(WorkerRegistry(sessions), settings.heartbeat_interval_s))
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     app = make_app(settings)
     runner = build_runner(app, settings)
-    reconciler = Reconciler(app, runner.store, settings, worker_name())
+    reconciler = Reconciler(app, runner.store, settings, settings.worker_name)
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(self, job_id: str) -> None:
@@ -48,6 +52,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
 
     @signals.worker_ready.connect(weak=False)
     def _start_reconciler(**_):
+        runner.presence.start(describe(settings, prepare_torch(settings)))
         try:
             reconciler.reconcile()
         except Exception:
@@ -57,6 +62,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     @signals.worker_shutdown.connect(weak=False)
     def _stop_reconciler(**_):
         reconciler.stop()
+        runner.presence.stop()
 
     app.genq_runner = runner
     return app

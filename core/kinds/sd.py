@@ -17,11 +17,18 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]
 Scheduler = Literal[tuple(SCHEDULERS)]  # type: ignore[valid-type]
 
 
+def uses_guidance(guidance: float) -> bool:
+    """Classifier-free guidance runs only above 1, as in diffusers (1 means the positive prompt alone)."""
+    return guidance > 1
+
+
 class SD(JobParams):
     """Stable Diffusion text-to-image with an optional negative prompt."""
 
     kind = "sd"
     run_function = "genq.core.sd.job:run"
+    batch_function = "genq.core.sd.job:run_batch"
+    summary = ("seed",)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the picture shows.")
     negative: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
@@ -62,6 +69,15 @@ class SD(JobParams):
             raise ValueError(f"num-images x width x height x steps = {pixels * self.steps:,}, over this installation's "
                              f"budget of {settings.sd_max_pixel_steps:,} (GENQ_SD_MAX_PIXEL_STEPS)")
         return self
+
+    def batch_key(self) -> tuple:
+        """Jobs with equal keys can share one UNet batch: same model, size, steps, scheduler, and
+        guidance on or off (with it the UNet runs two rows per image). Prompts, negative prompts,
+        guidance scales, seeds and image counts are each job's own."""
+        return (self.model, self.width, self.height, self.steps, self.scheduler, uses_guidance(self.guidance))
+
+    def batch_images(self) -> int:
+        return self.num_images
 
 
 def check_model(model: str, settings: Settings) -> str:

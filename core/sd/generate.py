@@ -1,22 +1,26 @@
 """Text-to-image generation, step by step, on diffusers' UNet, VAE and schedulers and a CLIP text encoder.
 
-Same model + settings + seed give the same images as diffusers' StableDiffusionPipeline called with
-`generator=torch.Generator("cpu").manual_seed(seed)`: one CPU generator draws the whole batch's
-initial latents (scaled by the scheduler's init_noise_sigma) and any noise an ancestral scheduler
-draws in `step()`.
+Several requests (each with its own prompt, negative prompt, guidance scale, seed and image count)
+run as one batch through the UNet when they share the model, size, steps, scheduler and whether
+guidance is on. Every image has its own CPU generator, `torch.Generator("cpu").manual_seed(seed + i)`
+for image i of a request: it draws that image's initial latents (scaled by the scheduler's
+init_noise_sigma) and, for ancestral schedulers, its noise at every step. So a request's images never
+depend on what it was batched with, and they are those of diffusers' StableDiffusionPipeline called
+with `generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]`.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
+from genq.core.kinds.sd import uses_guidance
 from genq.core.sd.loading import Components
-from genq.core.sd.prompt import encode_prompt, truncation_warning, uses_guidance
+from genq.core.sd.prompt import encode_prompt, truncation_warning
 from genq.core.sd.schedulers import make_scheduler
 
 OnStep = Callable[[int, int], None]  # (steps done, total steps); may raise to stop the run
@@ -24,6 +28,27 @@ OnStep = Callable[[int, int], None]  # (steps done, total steps); may raise to s
 
 class GenerationInputError(ValueError):
     """The generation settings are invalid; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt's share of a batch: image i is drawn from seed + i."""
+
+    prompt: str
+    negative: str | None = None
+    guidance: float = 7.5
+    seed: int = 0
+    num_images: int = 1
+
+
+@dataclass
+class EncodedRequest:
+    """A request with its prompt embeddings, ready to join a batch."""
+
+    request: GenerationRequest
+    prompt_embeds: torch.Tensor  # (n, 77, dim)
+    negative_embeds: torch.Tensor | None  # (n, 77, dim); None without guidance
+    warnings: list[str]
 
 
 @dataclass
@@ -49,16 +74,108 @@ def check_inputs(components: Components, width: int, height: int) -> None:
         raise GenerationInputError("this model embeds the guidance scale (time_cond_proj_dim, e.g. an LCM): not supported")
 
 
+def check_batch(requests: Sequence[GenerationRequest]) -> None:
+    """Raise GenerationInputError unless the requests can share one UNet batch."""
+    if not requests:
+        raise GenerationInputError("a batch needs at least one request")
+    if len({uses_guidance(request.guidance) for request in requests}) > 1:
+        raise GenerationInputError(
+            "requests with guidance above 1 and requests without cannot share a batch "
+            "(with guidance the UNet runs two rows per image); run them in separate batches"
+        )
+
+
+def image_generators(seed: int, num_images: int) -> list[torch.Generator]:
+    """Image i's own CPU generator, seeded seed + i: the same image whatever batch it is drawn in."""
+    return [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
+
+
+def row_slices(requests: Sequence[GenerationRequest]) -> list[slice]:
+    """Each request's rows of the batch's latents: its images, requests in batch order."""
+    slices, start = [], 0
+    for request in requests:
+        slices.append(slice(start, start + request.num_images))
+        start += request.num_images
+    return slices
+
+
+@torch.inference_mode()
+def encode_request(components: Components, request: GenerationRequest) -> EncodedRequest:
+    """The request's prompt (and, with guidance, negative prompt: "" when none) embedded once per image."""
+    guided = uses_guidance(request.guidance)
+    warnings = _prompt_warnings(components, request.prompt, request.negative, guided)
+    prompt_embeds, negative_embeds = encode_prompt(
+        components.tokenizer, components.text_encoder, request.prompt, request.negative, request.num_images,
+        components.device, request.guidance,
+    )
+    return EncodedRequest(request, prompt_embeds, negative_embeds, warnings)
+
+
 def prepare_latents(
-    batch: int, channels: int, height: int, width: int, scale_factor: int, init_noise_sigma: float,
-    dtype: torch.dtype, device: torch.device, generator: torch.Generator,
+    generators: Sequence[torch.Generator], channels: int, height: int, width: int, scale_factor: int,
+    init_noise_sigma: float, dtype: torch.dtype, device: torch.device,
 ) -> torch.Tensor:
-    """Initial noise (batch, channels, height/f, width/f), drawn on the generator's device, then moved."""
-    shape = (batch, channels, height // scale_factor, width // scale_factor)
-    latents = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-    return latents * init_noise_sigma
+    """Initial noise (N, channels, height/f, width/f): row i drawn (1, ...) from generators[i] on its
+    device (the CPU), then moved, as diffusers' randn_tensor does with a list of generators."""
+    shape = (1, channels, height // scale_factor, width // scale_factor)
+    rows = [torch.randn(shape, generator=generator, device=generator.device, dtype=dtype) for generator in generators]
+    return torch.cat(rows).to(device) * init_noise_sigma
 
 
+@torch.inference_mode()
+def denoise_batch(
+    components: Components,
+    requests: Sequence[EncodedRequest],
+    *,
+    steps: int,
+    width: int,
+    height: int,
+    scheduler: str,
+    unet: torch.nn.Module | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Denoise every request's images as one batch, one UNet step at a time.
+
+    Yields (steps done, total steps, latents (N, 4, h, w)) after every step; the last latents are the
+    result, rows in request order (`row_slices`). With guidance the UNet input is [all negative rows,
+    all positive rows] (2N) and each row is guided by its own request's scale. `unet` replaces
+    components.unet (its compiled form).
+    """
+    check_batch([encoded.request for encoded in requests])
+    device = components.device
+    unet = unet if unet is not None else components.unet
+    guided = uses_guidance(requests[0].request.guidance)
+
+    embeds = torch.cat([encoded.prompt_embeds for encoded in requests])  # (N, 77, dim)
+    if guided:
+        negative = torch.cat([encoded.negative_embeds for encoded in requests])
+        embeds = torch.cat([negative, embeds])  # (2N, 77, dim): [uncond, cond]
+        scales = torch.tensor(  # (N, 1, 1, 1) float32: each row's own guidance scale
+            [encoded.request.guidance for encoded in requests for _ in range(encoded.request.num_images)], device=device
+        ).view(-1, 1, 1, 1)
+
+    sampler = make_scheduler(scheduler, components.scheduler_config)
+    sampler.set_timesteps(steps, device=device)
+    generators = [g for encoded in requests for g in image_generators(encoded.request.seed, encoded.request.num_images)]
+    latents = prepare_latents(
+        generators, components.unet.config.in_channels, height, width, components.vae_scale_factor,
+        sampler.init_noise_sigma, embeds.dtype, device,
+    )
+    # Ancestral schedulers draw noise in step(): each row from its own image's generator.
+    step_kwargs = {"generator": generators} if "generator" in inspect.signature(sampler.step).parameters else {}
+    timesteps = sampler.timesteps
+    total = len(timesteps)  # PNDM (PLMS) runs one more UNet step than asked for
+    for i, t in enumerate(timesteps):
+        model_input = torch.cat([latents] * 2) if guided else latents  # (2N, 4, h, w) with guidance
+        model_input = sampler.scale_model_input(model_input, t)
+        noise = unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        if guided:
+            uncond, cond = noise.chunk(2)
+            noise = (uncond + scales * (cond - uncond)).to(uncond.dtype)
+        latents = sampler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+        yield i + 1, total, latents
+
+
+@torch.inference_mode()
 def decode_latents(components: Components, latents: torch.Tensor) -> np.ndarray:
     """Latents (N, 4, h, w) -> images (N, H, W, 3) float32 in [0, 1] on the CPU."""
     vae = components.vae
@@ -68,6 +185,36 @@ def decode_latents(components: Components, latents: torch.Tensor) -> np.ndarray:
 
 
 @torch.inference_mode()
+def generate_batch(
+    components: Components,
+    requests: Sequence[GenerationRequest],
+    *,
+    steps: int,
+    width: int,
+    height: int,
+    scheduler: str,
+    on_step: OnStep | None = None,
+) -> list[Generation]:
+    """Generate every request's images in one UNet batch: one Generation per request, in order.
+
+    A request's images are those it gets alone (up to float rounding). `on_step(done, total)` runs
+    after every UNet step.
+    """
+    check_inputs(components, width, height)
+    check_batch(requests)
+    encoded = [encode_request(components, request) for request in requests]
+    for done, total, latents in denoise_batch(
+        components, encoded, steps=steps, width=width, height=height, scheduler=scheduler
+    ):
+        if on_step is not None:
+            on_step(done, total)
+    # One VAE call per request: a batch's decode needs no more memory than its largest job alone.
+    return [
+        Generation(decode_latents(components, latents[rows]), request.warnings)
+        for request, rows in zip(encoded, row_slices(requests))
+    ]
+
+
 def generate(
     components: Components,
     prompt: str,
@@ -82,48 +229,11 @@ def generate(
     scheduler: str = "dpm++",
     on_step: OnStep | None = None,
 ) -> Generation:
-    """Generate `num_images` images for one prompt. `on_step(done, total)` runs after every UNet step."""
-    check_inputs(components, width, height)
-    device = components.device
-    guided = uses_guidance(guidance)
-    warnings = _prompt_warnings(components, prompt, negative_prompt, guided)
-
-    prompt_embeds, negative_embeds = encode_prompt(
-        components.tokenizer, components.text_encoder, prompt, negative_prompt, num_images, device, guidance
-    )
-    if guided:
-        prompt_embeds = torch.cat([negative_embeds, prompt_embeds])  # (2N, 77, dim): [uncond, cond]
-
-    sampler = make_scheduler(scheduler, components.scheduler_config)
-    sampler.set_timesteps(steps, device=device)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    latents = prepare_latents(
-        num_images, components.unet.config.in_channels, height, width, components.vae_scale_factor,
-        sampler.init_noise_sigma, prompt_embeds.dtype, device, generator,
-    )
-    latents = denoise(components, sampler, latents, prompt_embeds, guidance if guided else None, generator, on_step)
-    return Generation(decode_latents(components, latents), warnings)
-
-
-def denoise(
-    components: Components, sampler, latents: torch.Tensor, embeds: torch.Tensor,
-    guidance: float | None, generator: torch.Generator, on_step: OnStep | None,
-) -> torch.Tensor:
-    """The denoising loop; `guidance` None means embeds hold the positive prompt only."""
-    step_kwargs = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
-    timesteps = sampler.timesteps
-    total = len(timesteps)  # PNDM (PLMS) runs one more UNet step than asked for
-    for i, t in enumerate(timesteps):
-        model_input = torch.cat([latents] * 2) if guidance is not None else latents  # (2N, 4, h, w) with guidance
-        model_input = sampler.scale_model_input(model_input, t)
-        noise = components.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
-        if guidance is not None:
-            uncond, cond = noise.chunk(2)
-            noise = uncond + guidance * (cond - uncond)
-        latents = sampler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
-        if on_step is not None:
-            on_step(i + 1, total)
-    return latents
+    """Generate `num_images` images for one prompt (image i from seed + i): a batch of one request."""
+    request = GenerationRequest(prompt, negative_prompt, guidance, seed, num_images)
+    return generate_batch(
+        components, [request], steps=steps, width=width, height=height, scheduler=scheduler, on_step=on_step
+    )[0]
 
 
 def _prompt_warnings(components: Components, prompt: str, negative_prompt: str | None, guided: bool) -> list[str]:

@@ -37,4 +37,4 @@ def settings_png(image: Image.Image, settings: dict[str, Any]) -> bytes:
 
 def make_grid(images: list[Image.Image]) -> Image.Image:
     """The images in a near-square grid, row by row."""
-    return grid(images, columns=math.ceil(math.sqrt(len(images))), padding=0, background=(0, 0, 0))
+    return grid(images, columns=math.ceil(math.sqrt(len(images))), padding=0, background=0)

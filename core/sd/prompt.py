@@ -4,10 +4,7 @@ from __future__ import annotations
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-
-def uses_guidance(guidance: float) -> bool:
-    """Classifier-free guidance runs only above 1, as in diffusers (1 means the positive prompt alone)."""
-    return guidance > 1
+from genq.core.kinds.sd import uses_guidance
 
 
 def truncation_warning(tokenizer: CLIPTokenizer, text: str, what: str = "prompt") -> str | None:

@@ -42,7 +42,8 @@ def test_sd_job_writes_images_that_carry_their_settings_and_reuses_the_model(gen
             assert image.size == (64, 64)
             assert "Negative prompt: blurry" in image.text["parameters"]
             settings = json.loads(image.text["genq"])
-            assert settings["negative_prompt"] == "blurry" and settings["seed"] == 7 and settings["image_index"] == index
+            # image i is drawn from seed + i: it alone, with --num-images 1 --seed 7+i, remakes it
+            assert settings["negative_prompt"] == "blurry" and settings["seed"] == 7 + index and settings["image_index"] == index
     assert first["result"]["seed"] == 7 and first["result"]["model_cache"] == "miss"
     assert [i["file"] for i in first["result"]["images"]] == ["image-0.png", "image-1.png"]
 

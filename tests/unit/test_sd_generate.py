@@ -31,7 +31,8 @@ def diffusers_images(components, prompt, negative, num_images, scheduler, seed, 
     pipe.set_progress_bar_config(disable=True)
     return pipe(
         prompt, negative_prompt=negative, num_inference_steps=STEPS, guidance_scale=guidance, height=SIDE, width=SIDE,
-        num_images_per_prompt=num_images, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
+        num_images_per_prompt=num_images, output_type="np",
+        generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)],  # image i: seed + i
     ).images
 
 

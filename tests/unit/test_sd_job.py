@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from PIL import Image
 
 from genq.core.context import JobCancelled, LocalContext
 from genq.core.sd import job
-from genq.core.sd.loading import ModelLoadError
 from genq.core.kinds.sd import SD
 
 
@@ -24,9 +24,11 @@ def test_writes_pngs_with_settings_and_a_grid(tmp_path, tiny_model):
     result = job.run(spec(tiny_model, num_images=3), ctx)
 
     assert result["seed"] == 7
-    assert result["images"] == [{"file": f"image-{i}.png", "seed": 7, "batch_index": i} for i in range(3)]
+    assert result["images"] == [{"file": f"image-{i}.png", "seed": 7 + i, "batch_index": i} for i in range(3)]
     assert result["model"] == str(tiny_model) and result["model_cache"] == "miss" and result["warnings"] == []
-    assert result["seconds"] > 0
+    assert result["seconds"] > 0 and result["load_seconds"] > 0
+    assert result["batch"] == {"jobs": 1, "images": 3}
+    assert not [m for _, m in ctx.logs if "batched" in m]
     folder = tmp_path / "j1"
     assert sorted(p.name for p in folder.iterdir()) == ["grid.png", "image-0.png", "image-1.png", "image-2.png"]
 
@@ -34,9 +36,9 @@ def test_writes_pngs_with_settings_and_a_grid(tmp_path, tiny_model):
     assert image.size == (64, 64)
     parameters = image.text["parameters"]
     assert parameters.splitlines()[:2] == ["a photo of a cat", "Negative prompt: blurry, ugly"]
-    assert "Steps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 7, Size: 64x64" in parameters
+    assert "Steps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 8, Size: 64x64" in parameters  # image 1: seed + 1
     settings = json.loads(image.text["genq"])
-    assert settings["negative_prompt"] == "blurry, ugly" and settings["image_index"] == 1
+    assert settings["negative_prompt"] == "blurry, ugly" and settings["image_index"] == 1 and settings["seed"] == 8
     assert {"prompt", "seed", "steps", "guidance", "scheduler", "width", "height", "model"} <= settings.keys()
     assert Image.open(folder / "grid.png").size == (128, 128)  # 3 images in a 2x2 grid
     assert ctx.progress_state[:2] == (2, 2)
@@ -58,16 +60,15 @@ def test_same_seed_same_png_pixels(tmp_path, tiny_model):
 
 
 def test_second_run_reuses_the_cached_model(tmp_path, tiny_model):
-    # (LocalContext swaps an *empty* ModelCache for a new one: `cache or ...` and ModelCache has __len__,
-    # so the second job takes the first job's cache once it holds the model.)
     first_ctx = LocalContext(tmp_path, job_id="first")
     cache = first_ctx.cache
     first = job.run(spec(tiny_model), first_ctx)
     second_ctx = LocalContext(tmp_path, job_id="second", cache=cache)
     second = job.run(spec(tiny_model), second_ctx)
     assert (first["model_cache"], second["model_cache"]) == ("miss", "hit")
+    assert first["load_seconds"] > 0 and second["load_seconds"] == 0.0
     assert cache.loads == 1
-    assert ("info", f"loaded model {tiny_model}") in first_ctx.logs
+    assert re.fullmatch(rf"loaded model {re.escape(str(tiny_model))} in \d+\.\d\d s", first_ctx.logs[0][1])
     assert ("info", f"reused cached model {tiny_model}") in second_ctx.logs
 
 
