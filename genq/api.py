@@ -1,0 +1,394 @@
+"""genq from Python: submit jobs and sweeps, follow them, read what they made.
+
+    from genq import Client
+
+    client = Client()                                   # the settings the CLI uses (GENQ_* variables)
+    job = client.submit("train-vae", beta=4, epochs=2)
+    group = client.sweep("sd", prompt=["a red bicycle", "a lighthouse"], seed=range(4), negative="blurry")
+    group.wait()
+    for row in group.table():                           # one dict per job: swept values, status, results
+        print(row)
+
+The command line is a layer over this module: the same validation, the same errors (SpecError,
+one line naming the parameter), the same rows and wake-ups. A sweep's rows are stored in one
+transaction (all or none) and its wake-ups are published over one broker connection.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from genq.core import sweeps
+from genq.core.config import DEFAULT_PRIORITY, Settings, check_queue_name, load_settings
+from genq.core.kinds import kind_class
+from genq.core.params import JobParams, RunOptions, SpecError, parse, spec_error
+from genq.core.store import models
+from genq.core.store.groups import GroupNotFound, GroupStore, PlannedJob
+from genq.core.store.jobs import JobNotFound, JobStore
+from genq.core.store.states import JobStatus
+
+__all__ = ["Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError", "NotFound"]
+
+OPEN_RETRY_S = 10.0  # a database restarting is back within this; a wrong URL should not keep the caller waiting
+POLL_S = 0.5
+SWEEPABLE = (list, tuple, range)  # in Client.sweep, a value of these types is swept; anything else is fixed
+
+
+class SweepPointError(SpecError):
+    """One point of a sweep is invalid (nothing of the sweep was stored); `point` holds its swept values."""
+
+    def __init__(self, error: SpecError, point: Mapping[str, Any]) -> None:
+        super().__init__(error.reason, error.field)
+        self.point = dict(point)
+        where = ", ".join(f"{name}={value}" for name, value in self.point.items())
+        self.args = (f"sweep point {where}: {self.args[0]}",)
+
+
+class NotFound(LookupError):
+    """No such job or group."""
+
+
+class Client:
+    """A connection to genq's store and broker, with the settings of `settings` or of the environment."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    @cached_property
+    def settings(self) -> Settings:
+        return self._settings or load_settings()
+
+    @cached_property
+    def store(self) -> JobStore:
+        from genq.core.store.db import check_schema, make_engine, session_factory
+        from genq.worker.retry import retrying
+
+        engine = make_engine(self.settings.database_url)
+        retrying(lambda: check_schema(engine), min(self.settings.retry_for_s, OPEN_RETRY_S), "opening the store")
+        return JobStore(session_factory(engine), self.settings.queue_for)
+
+    @cached_property
+    def groups(self) -> GroupStore:
+        return GroupStore(self.store)
+
+    @cached_property
+    def app(self):
+        from genq.worker.app import make_app
+
+        return make_app(self.settings)
+
+    # -- submitting ----------------------------------------------------------------------
+    def submit(self, kind: str | type[JobParams], *, after: str | None = None, time_limit: float | None = None, retries: int = 0,
+               idempotency_key: str | None = None, queue: str | None = None, priority: int = DEFAULT_PRIORITY,
+               **params: Any) -> "Job":
+        """Validate and store one job, then wake a worker (or wait for `after` to succeed first)."""
+        from genq.worker import dependencies
+
+        options = run_options(time_limit, retries, idempotency_key, queue, priority)
+        planned = self.plan(kind, params, after)
+        row, unsent = dependencies.submit(self.app, self.store, planned.params, depends_on=planned.depends_on,
+                                          retry_for_s=self.settings.retry_for_s, options=options)
+        return Job(self, row.id, unsent=unsent)
+
+    def sweep(self, kind: str | type[JobParams], *, name: str | None = None, after: str | None = None,
+              time_limit: float | None = None, retries: int = 0, queue: str | None = None,
+              priority: int = DEFAULT_PRIORITY, confirm: bool = False, **params: Any) -> "Group":
+        """One job per point of the product of the list, tuple and range values (in the order given);
+        other values are the same for every job. `confirm` allows more than GENQ_MAX_SWEEP jobs."""
+        fixed = {key: value for key, value in params.items() if not isinstance(value, SWEEPABLE)}
+        swept = [(key, list(value)) for key, value in params.items() if isinstance(value, SWEEPABLE)]
+        try:
+            sweep = sweeps.build(fixed, swept)
+        except sweeps.SweepError as exc:
+            raise SpecError(str(exc)) from None
+        return self.submit_sweep(kind, sweep, name=name, after=after, confirm=confirm,
+                                 options=run_options(time_limit, retries, None, queue, priority))
+
+    def submit_sweep(self, kind: str | type[JobParams], sweep: sweeps.Sweep, *, name: str | None, after: str | None,
+                     options: RunOptions, confirm: bool = False) -> "Group":
+        """Validate every point, store the group and all its jobs in one transaction, then wake workers."""
+        from genq.worker import dependencies
+        from genq.worker.dispatch import SEND_RETRY_S, BrokerUnavailable, publish
+        from genq.worker.retry import is_transient, retrying
+
+        if options.idempotency_key:
+            raise SpecError("applies to one job, not to a sweep", "idempotency_key")
+        if name is not None and not name.strip():
+            raise SpecError("give the group a name, or no --group-name at all", "group_name")
+        try:
+            sweeps.check_size(sweep, self.settings.max_sweep, confirm)
+        except sweeps.SweepError as exc:
+            raise SpecError(str(exc)) from None
+        planned = []
+        for point in sweep.points():
+            try:
+                plan = self.plan(kind, {**sweep.fixed, **point}, after)
+            except SpecError as exc:
+                raise SweepPointError(exc, point) from None
+            planned.append(PlannedJob(plan.params, plan.depends_on, point))
+        group, rows = self.groups.create(kind_of(kind).kind, name.strip() if name else None, sweep.definition(), planned, options)
+        unsent = None
+        try:
+            # Their send time was set with their rows, in the same transaction, so no second write here
+            queued = [row["id"] for row in rows if row["status"] == JobStatus.QUEUED.value]
+            routes = {row["id"]: (row["queue"], row["priority"]) for row in rows}
+            retrying(lambda: publish(self.app, queued, routes), min(self.settings.retry_for_s, SEND_RETRY_S),
+                     f"sending {len(queued)} jobs")
+            for row in rows:
+                if row["status"] == JobStatus.WAITING.value:
+                    dependencies.release_if_ready(self.app, self.store, self.store.get(row["id"]),
+                                                  retry_for_s=self.settings.retry_for_s)
+        except BrokerUnavailable as exc:
+            unsent = str(exc)  # stored all the same: a worker's reconciler sends them once the broker answers
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            unsent = f"the store stopped answering after the jobs were stored: {type(exc).__name__}"
+        return Group(self, group.id, unsent=unsent)
+
+    def plan(self, kind: str | type[JobParams], values: Mapping[str, Any], after: str | None) -> PlannedJob:
+        """One job's validated parameters (job references made full ids, a seed chosen) and the job it waits for.
+        The store is read only for job references, once the parameters are valid."""
+        cls = kind_of(kind)
+        params = parse(cls, {key: value for key, value in values.items() if value is not None}, self.settings)
+        waits_for = self._resolve(after, "after") if after is not None else None
+        for field, ref_kind in cls.job_refs().items():
+            ref = self._resolve(getattr(params, field), field, ref_kind)
+            if waits_for is not None and waits_for != ref:
+                raise SpecError(f"must be the {field} job for this kind (it already waits for it)", "after")
+            params, waits_for = params.replace(**{field: ref}), ref
+        return PlannedJob(params.with_seed(), waits_for, {})
+
+    def _resolve(self, ref: str, field: str, required_kind: str | None = None) -> str:
+        try:
+            job = self.store.resolve(ref)
+        except LookupError as exc:
+            raise SpecError(exc.args[0], field) from None
+        if required_kind and job.kind != required_kind:
+            raise SpecError(f"{ref} is a {job.kind} job, not a {required_kind} job", field)
+        return job.id
+
+    # -- reading -------------------------------------------------------------------------
+    def job(self, ref: str) -> "Job":
+        """A job by its id or a unique prefix of it."""
+        try:
+            return Job(self, self.store.resolve(ref).id)
+        except JobNotFound as exc:
+            raise NotFound(str(exc)) from None
+
+    def group(self, ref: str) -> "Group":
+        """A group by its id, a unique prefix of it, or its name (the latest group of that name)."""
+        try:
+            return Group(self, self.groups.resolve(ref).id)
+        except GroupNotFound as exc:
+            raise NotFound(str(exc)) from None
+
+    def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 20) -> list["Job"]:
+        return [Job(self, row.id) for row in self.store.list(status, kind, limit)]
+
+
+def kind_of(kind: str | type[JobParams]) -> type[JobParams]:
+    """A kind by its name, or its declaration itself (a kind declared outside genq.core.kinds)."""
+    return kind if isinstance(kind, type) else kind_class(kind)
+
+
+def run_options(time_limit: float | None, retries: int, idempotency_key: str | None, queue: str | None,
+                priority: int) -> RunOptions:
+    """How a job runs (time limit, retries, key, queue, priority), validated like its parameters."""
+    from pydantic import ValidationError
+
+    if queue is not None:
+        try:
+            check_queue_name(queue)
+        except ValueError as exc:
+            raise SpecError(str(exc), "queue") from None
+    try:
+        return RunOptions.model_validate({"time_limit_s": time_limit, "retries": retries,
+                                          "idempotency_key": idempotency_key, "queue": queue, "priority": priority})
+    except ValidationError as exc:
+        error = spec_error(exc)
+        raise SpecError(error.reason, {"time_limit_s": "time_limit"}.get(error.field, error.field)) from None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a job wrote, as the store recorded it."""
+
+    name: str
+    path: Path
+    media_type: str
+    size: int
+    sha256: str
+
+    def open(self):
+        return self.path.open("rb")
+
+    def image(self):
+        """The artifact as a PIL image (PNG artifacts)."""
+        from PIL import Image
+
+        if not self.media_type.startswith("image/"):
+            raise ValueError(f"{self.name} is {self.media_type}, not an image")
+        with Image.open(self.path) as image:
+            image.load()
+            return image
+
+
+class Job:
+    """One job. Its attributes are read from the store each time (SQL is the only truth)."""
+
+    def __init__(self, client: Client, job_id: str, unsent: str | None = None) -> None:
+        self.client, self.id = client, job_id
+        self.unsent = unsent  # why its wake-up was not sent at submit (a worker sends it later), or None
+
+    def __repr__(self) -> str:
+        return f"<genq.Job {self.id} {self.status}>"
+
+    def row(self) -> models.Job:
+        """The job's row as it is now."""
+        return self.client.store.get(self.id)
+
+    @property
+    def kind(self) -> str:
+        return self.row().kind
+
+    @property
+    def status(self) -> str:
+        return self.row().status
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.row().params
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return self.row().result
+
+    @property
+    def error(self) -> str | None:
+        return self.row().error
+
+    @property
+    def finished(self) -> bool:
+        return JobStatus(self.status).finished
+
+    def wait(self, timeout: float | None = None) -> "Job":
+        """Until the job has finished (any way); TimeoutError after `timeout` seconds."""
+        wait_until(lambda: self.finished, timeout, lambda: f"job {self.id} is still {self.status} after {timeout:g}s")
+        return self
+
+    def metrics(self) -> dict[str, list[tuple[int, float]]]:
+        """Each metric's (step, value) points, in step order."""
+        series: dict[str, list[tuple[int, float]]] = {}
+        for metric in self.client.store.metrics(self.id):
+            series.setdefault(metric.name, []).append((metric.step, metric.value))
+        return {name: sorted(points) for name, points in series.items()}
+
+    def artifacts(self) -> list[Artifact]:
+        from genq.core.store.artifacts import ArtifactStore
+
+        files = ArtifactStore(self.client.settings.artifact_root)
+        return [Artifact(a.name, files.path(self.id, a.name), a.media_type, a.size, a.sha256)
+                for a in self.client.store.artifacts(self.id)]
+
+    def artifact(self, name: str) -> Artifact:
+        for artifact in self.artifacts():
+            if artifact.name == name:
+                return artifact
+        raise NotFound(f"job {self.id} has no artifact {name!r}")
+
+    def logs(self) -> list[str]:
+        return [line.message for line in self.client.store.logs(self.id)]
+
+    def cancel(self) -> str:
+        """Ask the job to stop (a queued one never runs); what happened, in words."""
+        from genq.worker.dependencies import fail_chain
+
+        outcome = self.client.store.request_cancel(self.id)
+        if outcome.never_ran:
+            for waiting in self.client.store.waiting_on(self.id):
+                fail_chain(self.client.store, waiting.id, f"dependency {self.id} was cancelled")
+        return outcome.message
+
+
+class Group:
+    """The jobs of one sweep."""
+
+    def __init__(self, client: Client, group_id: str, unsent: str | None = None) -> None:
+        self.client, self.id = client, group_id
+        self.unsent = unsent
+        row = client.groups.get(group_id)
+        self.name, self.kind, self.size, self.definition = row.name, row.kind, row.size, row.definition
+        self.created_at = row.created_at
+
+    def __repr__(self) -> str:
+        return f"<genq.Group {self.name or self.id} {self.kind} x{self.size}>"
+
+    @property
+    def swept(self) -> list[str]:
+        """The swept parameters, in the order of the sweep (a prompt file's axis names prompt and negative)."""
+        names: list[str] = []
+        for name, values in self.definition["swept"].items():
+            keys = [key for value in values if isinstance(value, dict) for key in value] or [name]
+            names.extend(key for key in dict.fromkeys(keys) if key not in names)
+        return names
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [Job(self.client, row.id) for row in self.client.groups.jobs_of(self.id)]
+
+    def rows(self) -> list[models.Job]:
+        return self.client.groups.jobs_of(self.id)
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.client.groups.counts(self.id))
+
+    @property
+    def finished(self) -> bool:
+        counts = self.counts()
+        return sum(count for status, count in counts.items() if JobStatus(status).finished) == self.size
+
+    def wait(self, timeout: float | None = None) -> "Group":
+        """Until every job has finished (any way); TimeoutError after `timeout` seconds."""
+        wait_until(lambda: self.finished, timeout, lambda: f"group {self.id}: {self.counts()} after {timeout:g}s")
+        return self
+
+    def cancel(self) -> dict[str, str]:
+        """Cancel every job not finished yet: job id -> what happened."""
+        return {row.id: Job(self.client, row.id).cancel() for row in self.rows() if not JobStatus(row.status).finished}
+
+    def table(self):
+        """One dict per job: id, the swept values, status, seconds it ran, and the kind's result
+        figures (test loss for train-vae, seed for sd). A pandas DataFrame when pandas is installed."""
+        rows = group_table(self.rows(), self.swept, kind_class(self.kind).summary)
+        try:
+            import pandas
+        except ImportError:
+            return rows
+        return pandas.DataFrame(rows)
+
+
+def group_table(rows: Iterable[models.Job], swept: Sequence[str], summary: Sequence[str]) -> list[dict[str, Any]]:
+    table = []
+    for row in rows:
+        seconds = None
+        if row.started_at and row.finished_at:
+            seconds = round((row.finished_at - row.started_at).total_seconds(), 2)
+        point, result = row.group_point or {}, row.result or {}
+        line = {"id": row.id, **{name: point.get(name, row.params.get(name)) for name in swept},
+                "status": row.status, "seconds": seconds}
+        for key in summary:  # a figure of the result, else the parameter of that name (a seed chosen at submit)
+            line.setdefault(key, result[key] if key in result else row.params.get(key))
+        table.append(line)
+    return table
+
+
+def wait_until(done, timeout: float | None, describe) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done():
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(describe())
+        time.sleep(POLL_S)
