@@ -1,0 +1,157 @@
+"""`/api/...` (the shapes `--json` prints), `/metrics`, artifacts and charts."""
+from __future__ import annotations
+
+import json
+import os
+
+from sqlalchemy import select
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from genq.client.download import DownloadRefused, checked_name, open_source
+from genq.client.groups import group_summary
+from genq.client.render import job_details, job_summary, worker_summary
+from genq.client.ui.figures import GROUP_FIGURES, group_figure_png, metric_chart_png
+from genq.client.ui.metrics import metrics_text
+from genq.client.ui.queries import JobFilter, list_jobs, page_bounds
+from genq.core.store.artifacts import ArtifactNameError, validate_artifact_name
+from genq.core.store.jobs import JobNotFound
+from genq.core.store.models import Metric
+
+CHUNK = 1 << 16
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def client_of(request: Request):
+    return request.app.state.client
+
+
+def find_job(request: Request):
+    try:
+        return client_of(request).store.resolve(request.path_params["job_id"])
+    except JobNotFound:
+        raise HTTPException(404, "no such job") from None
+
+
+def find_group(request: Request):
+    from genq.api import NotFound
+
+    try:
+        return client_of(request).group(request.path_params["group_id"])
+    except NotFound:
+        raise HTTPException(404, "no such group") from None
+
+
+def ascii_json(value) -> Response:
+    return Response(json.dumps(value, ensure_ascii=True), media_type="application/json")
+
+
+def jobs_json(request: Request) -> Response:
+    limit, offset = page_bounds(request.query_params)
+    rows, _ = list_jobs(client_of(request).store, JobFilter.from_query(request.query_params), limit, offset)
+    return ascii_json([job_summary(row) for row in rows])
+
+
+def job_json(request: Request) -> Response:
+    client = client_of(request)
+    return ascii_json(job_details(client.store, find_job(request), client.settings.artifact_root))
+
+
+def job_status_json(request: Request) -> Response:
+    return ascii_json(job_summary(find_job(request)))
+
+
+def job_log_json(request: Request) -> Response:
+    job = find_job(request)
+    try:
+        after = int(request.query_params.get("after", 0))
+    except ValueError:
+        raise HTTPException(400, "after must be an integer") from None
+    lines = client_of(request).store.logs(job.id, after)
+    return ascii_json([{"id": line.id, "level": line.level, "message": line.message} for line in lines[:1000]])
+
+
+def group_json(request: Request) -> Response:
+    return ascii_json(group_summary(find_group(request)))
+
+
+def workers_json(request: Request) -> Response:
+    return ascii_json([worker_summary(view) for view in worker_views(request)])
+
+
+def worker_views(request: Request):
+    from genq.core.store.workers import WorkerRegistry
+
+    client = client_of(request)
+    return WorkerRegistry(client.store.sessions).list(client.settings.lease_s)
+
+
+def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(metrics_text(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+def artifact(request: Request) -> Response:
+    """A file by job id and artifact name, looked up in the artifact index; the path is the index's."""
+    job = find_job(request)
+    name = request.path_params["name"]
+    try:
+        validate_artifact_name(name)
+    except ArtifactNameError:
+        raise HTTPException(404, "no such artifact") from None
+    row = client_of(request).store.artifact(job.id, name)
+    if row is None:
+        raise HTTPException(404, "no such artifact")
+    try:
+        fd = open_source(client_of(request).settings.artifact_root, row.job_id, checked_name(row))
+    except DownloadRefused:
+        raise HTTPException(404, "the artifact's file is missing or not a plain file in the store") from None
+    headers = {"Content-Length": str(os.fstat(fd).st_size)}
+    if row.media_type not in INLINE_TYPES:
+        headers["Content-Disposition"] = f'attachment; filename="{row.name.rsplit("/", 1)[-1]}"'
+    return StreamingResponse(read_chunks(fd), media_type=row.media_type, headers=headers)
+
+
+def read_chunks(fd: int):
+    with os.fdopen(fd, "rb") as source:
+        while chunk := source.read(CHUNK):
+            yield chunk
+
+
+def metric_chart(request: Request) -> Response:
+    job = find_job(request)
+    name = request.path_params["metric"]
+    with client_of(request).store.sessions() as session:
+        points = [tuple(row) for row in session.execute(select(Metric.step, Metric.value).where(
+            Metric.job_id == job.id, Metric.name == name).order_by(Metric.step))]
+    if not points:
+        raise HTTPException(404, "no such metric")
+    return Response(metric_chart_png(job.id, name, points), media_type="image/png")
+
+
+def group_figure(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in GROUP_FIGURES:
+        raise HTTPException(404, "no such figure")
+    png = group_figure_png(find_group(request), name)
+    if png is None:
+        raise HTTPException(404, "no such figure for this group yet")
+    return Response(png, media_type="image/png")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/jobs", jobs_json),
+        Route("/api/jobs/{job_id}", job_json),
+        Route("/api/jobs/{job_id}/status", job_status_json),
+        Route("/api/jobs/{job_id}/log", job_log_json),
+        Route("/api/groups/{group_id}", group_json),
+        Route("/api/workers", workers_json),
+        Route("/metrics", metrics),
+        Route("/jobs/{job_id}/artifacts/{name:path}", artifact),
+        Route("/jobs/{job_id}/charts/{metric}.png", metric_chart),
+        Route("/groups/{group_id}/figures/{name}", group_figure),
+    ]

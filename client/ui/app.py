@@ -1,0 +1,66 @@
+"""The dashboard's Starlette app, built from the settings the CLI uses."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from genq.client.render import iso
+from genq.client.ui import api, pages
+from genq.client.ui.metrics import metrics_registry
+from genq.client.ui.security import CsrfTokens, SecurityHeadersMiddleware, TokenMiddleware
+from genq.client.visible import visible
+from genq.core.config import Settings, load_settings
+
+HERE = Path(__file__).parent
+TOKEN_VARIABLE = "GENQ_UI_TOKEN"
+
+
+def ui_token() -> str | None:
+    return os.environ.get(TOKEN_VARIABLE) or None
+
+
+def shown(value) -> str:
+    """A parameter or result value as text: lists and objects as JSON."""
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+    return "" if text is None else visible(text)
+
+
+def templates() -> Jinja2Templates:
+    environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+    environment.filters["visible"] = lambda text, multiline=False: "" if text is None else visible(text, multiline)
+    environment.filters["shown"] = shown
+    environment.filters["iso"] = lambda moment: iso(moment) or "-"
+    return Jinja2Templates(env=environment)
+
+
+def make_app(settings: Settings | None = None, token: str | None = None,
+             allowed_hosts: list[str] | None = None) -> Starlette:
+    """`allowed_hosts`: the Host headers answered (a page on another site that rebinds its name to
+    127.0.0.1 is refused); None answers any."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from genq.api import Client
+
+    client = Client(settings or load_settings())
+    middleware = [Middleware(SecurityHeadersMiddleware)]
+    if allowed_hosts:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    if token:
+        middleware.append(Middleware(TokenMiddleware, token=token))
+    app = Starlette(routes=[*pages.routes(), *api.routes(), Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
+                    middleware=middleware)
+    app.state.client = client
+    app.state.templates = templates()
+    app.state.csrf = CsrfTokens()
+    app.state.metrics = metrics_registry(client.store, client.settings.lease_s)
+    return app
+
+

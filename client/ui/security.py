@@ -1,0 +1,76 @@
+"""What guards every request: the access token, CSRF tokens on POSTs, and the response headers."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from urllib.parse import urlencode
+
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+
+TOKEN_COOKIE = "genq_ui_token"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")  # as a Host header names this machine
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
+                           "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def needs_token(host: str) -> bool:
+    return host not in LOCAL_HOSTS
+
+
+class CsrfTokens:
+    """A per-process secret: the token is an HMAC of it, so it cannot be guessed from outside."""
+
+    def __init__(self) -> None:
+        self._secret = secrets.token_bytes(32)
+
+    def token(self) -> str:
+        return hmac.new(self._secret, b"genq-ui-csrf", hashlib.sha256).hexdigest()
+
+    def valid(self, given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(given, self.token())
+
+
+def same_token(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class TokenMiddleware(BaseHTTPMiddleware):
+    """With a token set, every request carries it: `Authorization: Bearer`, the cookie, or `?token=`
+    once (which sets the cookie and redirects to the same page without it in the address)."""
+
+    def __init__(self, app, token: str) -> None:
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(self, request: Request, call_next) -> Response:
+        header = request.headers.get("authorization", "")
+        bearer = header[7:] if header.lower().startswith("bearer ") else None
+        if same_token(bearer, self.token) or same_token(request.cookies.get(TOKEN_COOKIE), self.token):
+            return await call_next(request)
+        if same_token(request.query_params.get("token"), self.token):
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            response = RedirectResponse(target, status_code=303)
+            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https")
+            return response
+        return PlainTextResponse("a valid GENQ_UI_TOKEN is required (Authorization: Bearer, or ?token=)", status_code=401)
+
+
+class SecurityHeadersMiddleware(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
