@@ -25,4 +25,5 @@ $client show "$model"
 for job in "$model" "$interpolation" "$samples"; do
   echo; echo "artifacts of $job:"; $client artifacts "$job"
 done
-echo; echo "the broker and worker keep running; stop them with: $client down"
+echo; echo "the dashboard (the ui: URL printed above) shows these jobs with their pictures"
+echo "the broker, worker and dashboard keep running; stop them with: $client down"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import signal
 import statistics
@@ -143,15 +142,10 @@ def baseline_round_trips(app: Celery, queue: str, jobs: int) -> list[float]:
 
 # -- genq: the CLI's submit path, a real genq-worker, SQL until terminal ---------------------------------
 def submit(rt, model: Path, seed: int) -> str:
-    from genq.client.submit import enqueue, submit_params
-    from genq.core.kinds import kind_class
-
-    values = dict(prompt="a red bicycle", negative="blurry", steps=1, width=64, height=64, seed=seed, model=str(model))
-    params, after = submit_params(rt, kind_class("sd"), values, None)  # validation, as `client submit sd`
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):  # enqueue prints the id, as the CLI does
-        enqueue(rt, params, after, False, False, None)
-    return printed.getvalue().split()[-1]
+    """One job through the path `client submit sd` takes (genq.api.Client.submit: validate, store, send)."""
+    job = rt.client.submit("sd", prompt="a red bicycle", negative="blurry", steps=1, width=64, height=64, seed=seed,
+                           model=str(model))
+    return job.id
 
 
 def wait_finished(store, job_ids: list[str], log_path: Path) -> list:
@@ -187,7 +181,7 @@ def genq_overheads(stack, args, store: str, model: Path, tmp: Path) -> tuple[lis
     upgrade(url)
     env = {**os.environ, "GENQ_HOME": str(tmp / "home"), "GENQ_DATABASE_URL": url, "GENQ_BROKER_URL": args.redis,
            "GENQ_QUEUE": private_queue(stack, args.redis, store), "GENQ_DEVICE": "cpu", "GENQ_TORCH_THREADS": "1",
-           "HF_HUB_OFFLINE": "1"}
+           "GENQ_SD_MAX_BATCH": "1", "HF_HUB_OFFLINE": "1"}  # each job alone: its own run time is its `seconds`
     log_path = tmp / "genq-worker.log"
     start_worker(stack, [str(BIN / "genq-worker")], env, log_path)
     rt = Runtime(load_settings(env))

@@ -102,9 +102,12 @@ def runs_of(events: list[dict]) -> list[Run]:
 
 
 def worker_of(name: str | None, workers: list) -> object | None:
-    """The soak's worker process named by an event's worker string (it contains the pid)."""
+    """The soak's worker process whose worker registered as `name` (its `name`; else the pid in the name)."""
     if not name:
         return None
+    named = next((w for w in workers if getattr(w, "name", None) == name), None)
+    if named is not None:
+        return named
     numbers = {int(n) for n in re.findall(r"\d+", name)}
     return next((w for w in workers if w.pid in numbers), None)
 

@@ -1,6 +1,7 @@
 """`client`: submit jobs, follow them, fetch their artifacts, run the single-machine setup."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,9 @@ import click
 
 from genq.client import local
 from genq.client.download import DownloadRefused, download_artifacts
-from genq.client.render import artifact_summary, echo_json, job_details, job_summary, show_text, status_line
+from genq.client.groups import group_command, group_summary, wait_for_group
+from genq.client.render import (artifact_summary, echo_json, job_details, job_summary, show_text, status_line,
+                                worker_summary, workers_table)
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
 from genq.client.visible import visible
@@ -31,6 +34,7 @@ def cli() -> None:
 
 
 cli.add_command(submit)
+cli.add_command(group_command)
 
 
 @cli.command()
@@ -43,13 +47,30 @@ def status(rt: Runtime, job: str, as_json: bool) -> None:
     echo_json(job_summary(found)) if as_json else click.echo(status_line(found))
 
 
+def job_or_group(job: str | None, group: str | None) -> None:
+    if (job is None) == (group is None):
+        raise click.UsageError("give a JOB or --group GROUP (one of them)")
+
+
 @cli.command()
-@click.argument("job")
+@click.argument("job", required=False)
+@click.option("--group", "group_ref", metavar="GROUP", default=None, help="Wait for every job of a group (a sweep).")
 @click.option("--timeout", type=float, default=None, help="Give up after S seconds (exit 3).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final job as a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final job (or group) as a JSON object.")
 @pass_runtime
-def wait(rt: Runtime, job: str, timeout: float | None, as_json: bool) -> None:
-    """Wait for a job to finish. Exit 0 if it succeeded, 1 if it failed or was cancelled, 3 on timeout."""
+def wait(rt: Runtime, job: str | None, group_ref: str | None, timeout: float | None, as_json: bool) -> None:
+    """Wait for a job, or all jobs of a group, to finish. Exit 0 if all succeeded, 1 if any failed
+    or was cancelled, 3 on timeout."""
+    job_or_group(job, group_ref)
+    if group_ref is not None:
+        group = rt.group(group_ref)
+        wait_for_group(group, timeout, show_progress=not as_json)
+        summary = group_summary(group)
+        if as_json:
+            echo_json(summary)
+        else:
+            click.echo(visible(f"group {group.id}: " + ", ".join(f"{n} {s}" for s, n in summary["counts"].items())))
+        raise SystemExit(0 if summary["counts"].get(JobStatus.SUCCEEDED.value, 0) == group.size else 1)
     found = wait_for(rt.store, rt.job(job).id, timeout, show_progress=not as_json)
     echo_json(job_summary(found)) if as_json else click.echo(status_line(found))
     raise SystemExit(0 if found.status == JobStatus.SUCCEEDED.value else 1)
@@ -58,12 +79,16 @@ def wait(rt: Runtime, job: str, timeout: float | None, as_json: bool) -> None:
 @cli.command("list")
 @click.option("--status", "status_filter", type=click.Choice(STATUSES), default=None)
 @click.option("--kind", type=click.Choice(sorted(KINDS)), default=None)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--group", "group_ref", metavar="GROUP", default=None,
+              help="Only the jobs of this group, in the order of its sweep (every one of them unless --limit is given).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many jobs [default: 20].")
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
-def list_jobs(rt: Runtime, status_filter, kind, limit, as_json) -> None:
-    """List recent jobs, newest first."""
-    jobs = rt.store.list(status=status_filter, kind=kind, limit=limit)
+def list_jobs(rt: Runtime, status_filter, kind, group_ref, limit, as_json) -> None:
+    """List recent jobs, newest first (a group's jobs in sweep order)."""
+    group_id = rt.group(group_ref).id if group_ref is not None else None
+    limit = limit or (None if group_id else 20)
+    jobs = rt.store.list(status=status_filter, kind=kind, limit=limit, group_id=group_id)
     if as_json:
         echo_json([job_summary(j) for j in jobs])
         return
@@ -133,13 +158,36 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
 
 
 @cli.command()
-@click.argument("job")
+@click.option("--all", "show_all", is_flag=True, help="Every worker run on record, not just the last day's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the workers as a JSON list.")
 @pass_runtime
-def cancel(rt: Runtime, job: str) -> None:
-    """Cancel a job: a queued one never runs; a running one stops at its next epoch or step."""
+def workers(rt: Runtime, show_all: bool, as_json: bool) -> None:
+    """The fleet: each worker's state (idle, busy, stopped, or lost: silent past GENQ_LEASE), device,
+    current job and its progress, jobs done and uptime. Live workers first."""
+    from genq.core.store.workers import WorkerRegistry
+
+    views = WorkerRegistry(rt.store.sessions).list(rt.settings.lease_s, include_all=show_all)
+    summaries = [worker_summary(view) for view in views]
+    echo_json(summaries) if as_json else click.echo(workers_table(summaries))
+
+
+@cli.command()
+@click.argument("job", required=False)
+@click.option("--group", "group_ref", metavar="GROUP", default=None, help="Cancel every unfinished job of a group.")
+@pass_runtime
+def cancel(rt: Runtime, job: str | None, group_ref: str | None) -> None:
+    """Cancel a job (or a group's jobs): a queued one never runs; a running one stops at its next epoch or step."""
     from genq.worker import testing_hooks
     from genq.worker.dependencies import fail_chain
 
+    job_or_group(job, group_ref)
+    if group_ref is not None:
+        outcomes = rt.group(group_ref).cancel()
+        for job_id, message in outcomes.items():
+            click.echo(visible(f"{job_id}: {message}"))
+        if not outcomes:
+            click.echo("every job of the group had already finished")
+        return
     job_id = rt.job(job).id
     outcome = rt.store.request_cancel(job_id)
     click.echo(visible(f"{job}: {outcome.message}"))
@@ -182,7 +230,7 @@ def config(as_json: bool) -> None:
 
 @cli.command()
 def up() -> None:
-    """Single machine: migrate the database, start a broker if none answers, start a worker.
+    """Single machine: migrate the database, start a broker if none answers, a worker and the dashboard.
 
     GENQ_HOME is created 0700 and the SQLite store 0600. An embedded broker requires a generated
     password, kept in GENQ_HOME/broker/password (0600) and used by every genq command of this home.
@@ -195,21 +243,35 @@ def up() -> None:
     try:
         click.echo(local.start_broker(settings))
         click.echo(local.start_worker(settings))
+        click.echo(local.start_ui(settings))
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 @cli.command()
 def down() -> None:
-    """Stop what `client up` started (the worker first, then an embedded broker, whose password file goes).
+    """Stop what `client up` started (the dashboard and the worker first, then an embedded broker, whose password file goes).
 
     Only the processes `client up` recorded are signalled: a pid now used by another process is left alone.
     """
     settings = load_settings()
+    click.echo(local.stop(settings, "ui"))
     click.echo(local.stop(settings, "worker"))
     click.echo(local.stop(settings, "broker"))
     if (forgotten := local.forget_broker_password(settings)) is not None:
         click.echo(forgotten)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on; any but this machine's needs GENQ_UI_TOKEN.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True, help="0: a free port.")
+def ui(host: str, port: int) -> None:
+    """Serve the web dashboard (jobs, a job's charts and pictures, groups, workers, a submit form,
+    /api JSON and /metrics) over this installation's store, and print its URL."""
+    from genq.client.ui.server import serve
+
+    serve(host, port)
 
 
 @cli.group()
@@ -235,6 +297,10 @@ def command_name() -> str:
 
 def main() -> None:
     """Errors are one line on stderr: exit 2 for bad usage or input, 1 for everything else."""
+    from sqlalchemy.exc import OperationalError
+
+    # A blip retried away is not the user's concern; what outlasts the retries is said once, below or by the command.
+    logging.getLogger("genq.retry").setLevel(logging.ERROR)
     try:
         code = cli.main(prog_name=command_name(), standalone_mode=False)
     except click.UsageError as exc:
@@ -246,6 +312,10 @@ def main() -> None:
         raise SystemExit(exc.exit_code)
     except click.Abort:
         click.echo("Aborted.", err=True)
+        raise SystemExit(1)
+    except OperationalError as exc:  # still down after the retries (GENQ_RETRY_FOR) where a retry is safe
+        reason = (str(exc.orig) or type(exc.orig).__name__).strip().splitlines()[0]
+        click.echo(f"Error: the database did not answer: {visible(reason)}", err=True)
         raise SystemExit(1)
     raise SystemExit(code if isinstance(code, int) else 0)
 

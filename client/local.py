@@ -173,23 +173,27 @@ def _gone(process: psutil.Process) -> bool:
 
 
 def _end(process: psutil.Process, grace_s: float) -> None:
-    """SIGTERM, then SIGKILL after `grace_s`. psutil checks before each signal that the pid still
-    belongs to this process (its start time), so a pid taken over meanwhile is never signalled."""
+    """SIGTERM, then SIGKILL after `grace_s`, to the process and (a worker supervisor's) children.
+    psutil checks before each signal that the pid still belongs to this process (its start time),
+    so a pid taken over meanwhile is never signalled."""
     try:
+        children = process.children(recursive=True)  # the supervisor forwards the SIGTERM to them itself
         process.terminate()  # a worker finishes its current job first (warm shutdown)
     except psutil.NoSuchProcess:
         return
+    everyone = [process, *children]
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and not _gone(process):
+    while time.monotonic() < deadline and not all(_gone(each) for each in everyone):
         time.sleep(0.2)
-    if not _gone(process):
+    left = [each for each in everyone if not _gone(each)]
+    for each in left:
         try:
-            process.kill()
+            each.kill()
         except psutil.NoSuchProcess:
-            return
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and not _gone(process):
-            time.sleep(0.1)
+            pass
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not all(_gone(each) for each in left):
+        time.sleep(0.1)
 
 
 # -- up -------------------------------------------------------------------------------------------------
@@ -302,6 +306,58 @@ def start_worker(settings: Settings) -> str:
         time.sleep(0.2)
     record_process(pid_file, process.pid)  # again: the command line as it reads once the worker runs
     return f"worker: started (pid {process.pid}, log {runs / 'worker.log'})"
+
+
+UI_PORT = 8265
+UI_URL_PREFIX = "genq ui: "
+
+
+def start_ui(settings: Settings) -> str:
+    """The dashboard (`client ui`) on 127.0.0.1, port 8265 or a free one when that is taken. Not
+    starting it is a warning, not a failure: the broker and the worker do not need it."""
+    runs = run_dir(settings)
+    pid_file, log_path = runs / "ui.pid", runs / "ui.log"
+    if (running := recorded_process(pid_file)) is not None:
+        return f"ui: already running (pid {running.pid}) at {_ui_url(log_path) or '?'}"
+    port = UI_PORT if _port_free(UI_PORT) else 0
+    env = dict(os.environ, GENQ_HOME=str(settings.home))
+    log_path.write_bytes(b"")
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "genq.client.cli", "ui", "--port", str(port)],
+                                   stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True, env=env)
+    record_process(pid_file, process.pid)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while (url := _ui_url(log_path)) is None:
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            pid_file.unlink(missing_ok=True)
+            return f"ui: did not start; see {log_path}"
+        time.sleep(0.1)
+    return f"ui: {url} (pid {process.pid}, log {log_path})"
+
+
+def _ui_url(log_path: Path) -> str | None:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [line[len(UI_URL_PREFIX):].split()[0] for line in lines if line.startswith(UI_URL_PREFIX)]
+    return found[-1] if found else None
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 # -- down -----------------------------------------------------------------------------------------------

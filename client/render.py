@@ -25,7 +25,8 @@ def job_summary(job: Job) -> dict[str, Any]:
         "error": job.error, "attempts": job.attempts, "worker": job.worker_host, "depends_on": job.depends_on,
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "heartbeat_at": iso(job.heartbeat_at),
-        "lease_until": iso(job.lease_until),
+        "lease_until": iso(job.lease_until), "queue": job.queue, "priority": job.priority,
+        "group": job.group_id, "group_point": job.group_point,
         "progress": {"done": job.progress_done, "total": job.progress_total, "message": job.progress_message},
     }
 
@@ -38,9 +39,24 @@ def job_details(store: JobStore, job: Job, artifact_root) -> dict[str, Any]:
     details["metrics"] = dict(metrics)
     details["took"] = duration(job)
     details["artifacts"] = [artifact_summary(a, artifact_root) for a in store.artifacts(job.id)]
+    events = store.events(job.id)
     details["events"] = [{"at": iso(e.at), "from": e.from_status, "to": e.to_status, "worker": e.worker,
-                          "reason": e.reason} for e in store.events(job.id)]
+                          "device": e.device, "reason": e.reason} for e in events]
+    details["runs"] = runs(events)
     return details
+
+
+def runs(events) -> list[dict[str, Any]]:
+    """Each attempt of a job: the worker and device that ran it, when, and how it ended."""
+    attempts: list[dict[str, Any]] = []
+    for event in events:
+        if event.to_status == "running":
+            attempts.append({"attempt": len(attempts) + 1, "worker": event.worker, "device": event.device,
+                             "started_at": iso(event.at), "ended_at": None, "ended": None, "batch": event.reason
+                             if event.reason and "batch" in event.reason else None})
+        elif event.from_status == "running" and attempts:
+            attempts[-1].update(ended_at=iso(event.at), ended=event.to_status)
+    return attempts
 
 
 def artifact_summary(artifact, artifact_root) -> dict[str, Any]:
@@ -80,9 +96,16 @@ def show_text(details: dict[str, Any]) -> str:
     lines = [f"job       {details['id']}", f"kind      {details['kind']}", f"status    {details['status']}"]
     if details["depends_on"]:
         lines.append(f"after     {details['depends_on']}")
+    if details.get("group"):
+        point = ", ".join(f"{k}={v}" for k, v in (details["group_point"] or {}).items())
+        lines.append(f"group     {details['group']}  ({point})")
     if details["error"]:
         lines.append(f"error     {details['error']}")
+    lines.append(f"queue     {details['queue']}  priority {details['priority']}")
     lines.append(f"attempts  {details['attempts']}  worker {details['worker'] or '-'}")
+    for run in details["runs"]:
+        lines.append(f"  #{run['attempt']} {run['worker'] or '-'} on {run['device'] or '?'}  {run['started_at']}"
+                     f" -> {run['ended'] or 'running'}" + (f"  ({run['batch']})" if run["batch"] else ""))
     for key in ("submitted_at", "started_at", "finished_at"):
         lines.append(f"{key.replace('_at', ''):<9} {details[key] or '-'}")
     lines.append(f"took      {details['took']}")
@@ -103,3 +126,36 @@ def show_text(details: dict[str, Any]) -> str:
         lines.append("artifacts")
         lines += [f"  {a['name']:<28} {a['bytes']:>10} B  {a['path']}" for a in details["artifacts"]]
     return "\n".join(visible(line) for line in lines)
+
+
+def worker_summary(view) -> dict[str, Any]:
+    row = view.row
+    return {"name": row.name, "state": view.state.value, "host": row.host, "pid": row.pid, "device": row.device,
+            "device_name": row.device_name, "device_memory": row.device_memory, "queues": row.queues,
+            "current_job": row.current_job if view.state.value in ("busy", "lost") else None, "progress": view.job_progress,
+            "jobs_done": row.jobs_done, "started_at": iso(row.started_at), "last_seen": iso(row.last_seen),
+            "uptime_s": round(view.uptime_s, 1), "versions": row.versions}
+
+
+def workers_table(summaries: list[dict[str, Any]]) -> str:
+    if not summaries:
+        return "no workers have registered (start one with `genq-worker`, or `client up`)"
+    lines = [f"{'NAME':<24} {'STATE':<8} {'DEVICE':<26} {'JOBS':>5} {'UPTIME':>8}  CURRENT JOB"]
+    for w in summaries:
+        device = w["device"] + (f" {w['device_name']}" if w["device"].startswith("cuda") and w["device_name"] else "")
+        job = "-"
+        if w["progress"]:
+            p = w["progress"]
+            job = f"{p['id'][:8]} {p['kind']}" + (f" {p['done']}/{p['total']}" if p["total"] else "")
+        lines.append(f"{w['name']:<24} {w['state']:<8} {device[:26]:<26} {w['jobs_done']:>5} "
+                     f"{_age(w['uptime_s']):>8}  {job}")
+    return "\n".join(visible(line) for line in lines)
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

@@ -6,12 +6,9 @@ from functools import cached_property
 import click
 
 from genq.core.config import Settings, load_settings
-from genq.core.store.db import SchemaError, check_schema, make_engine, session_factory
+from genq.core.store.db import SchemaError
 from genq.core.store.jobs import JobNotFound, JobStore
 from genq.core.store.models import Job
-
-
-OPEN_RETRY_S = 10.0  # a database restarting is back within this; a wrong URL should not keep the user waiting
 
 
 class Runtime:
@@ -26,26 +23,37 @@ class Runtime:
             raise click.ClickException(str(exc)) from exc
 
     @cached_property
-    def store(self) -> JobStore:
-        from genq.worker.retry import retrying
+    def client(self):
+        """The Python API (genq.api) this command line is a layer over."""
+        from genq.api import Client
 
-        engine = make_engine(self.settings.database_url)
+        return Client(self.settings)
+
+    @cached_property
+    def store(self) -> JobStore:
         try:
-            retrying(lambda: check_schema(engine), min(self.settings.retry_for_s, OPEN_RETRY_S), "opening the store")
+            return self.client.store
         except SchemaError as exc:
             raise click.ClickException(str(exc)) from exc
-        return JobStore(session_factory(engine))
 
     @cached_property
     def app(self):
-        from genq.worker.app import make_app
-
-        return make_app(self.settings)
+        return self.client.app
 
     def job(self, ref: str) -> Job:
         try:
             return self.store.resolve(ref)
         except JobNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    def group(self, ref: str):
+        """A genq.api.Group by its name, id or id prefix."""
+        from genq.api import NotFound
+
+        self.store  # the schema check, as a one-line error
+        try:
+            return self.client.group(ref)
+        except NotFound as exc:
             raise click.ClickException(str(exc)) from exc
 
 

@@ -2,25 +2,30 @@
 
 Each kind's command is generated from its declaration (genq.core.kinds): one option per
 parameter, with its type, range, default and help text; validation and its messages are the
-declaration's own.
+declaration's own. With --sweep (or --prompt-file) it submits one job per point, as one group.
+Storing and sending are genq.api's: this module reads options and prints.
 """
 from __future__ import annotations
 
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import annotated_types
 import click
-from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from genq.api import SweepPointError, run_options
 from genq.client.render import echo_json, job_summary, status_line
 from genq.client.runtime import Runtime
 from genq.client.visible import visible
 from genq.client.waiting import wait_for
+from genq.core import sweeps
+from genq.core.config import DEFAULT_PRIORITY
 from genq.core.kinds import KIND_CLASSES
-from genq.core.params import MAX_RETRIES, JobParams, RunOptions, SpecError, parse, parse_duration, spec_error
+from genq.core.params import MAX_RETRIES, JobParams, SpecError, parse_duration
+from genq.core.store.db import SchemaError
 from genq.core.store.states import JobStatus
 
 
@@ -28,60 +33,55 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def build_params(rt: Runtime, cls: type[JobParams], values: dict[str, Any]) -> JobParams:
-    try:
-        return parse(cls, values, rt.settings)
-    except SpecError as exc:
-        where = f"{option_name(exc.field)}: " if exc.field in cls.model_fields else ""
-        raise click.UsageError(f"{where}{exc.reason}") from None
+def cli_error(exc: SpecError) -> click.UsageError:
+    """A SpecError as the command line says it: a parameter by its option (--num-images)."""
+    text = f"{option_name(exc.field)}: {exc.reason}" if exc.field else exc.reason
+    if isinstance(exc, SweepPointError):
+        text = "sweep point " + ", ".join(f"{name}={value}" for name, value in exc.point.items()) + f": {text}"
+    return click.UsageError(text)
 
 
-def resolve_job(rt: Runtime, ref: str, option: str, required_kind: str | None = None) -> str:
-    try:
-        job = rt.store.resolve(ref)
-    except LookupError as exc:
-        raise click.UsageError(f"{option}: {exc.args[0]}") from None
-    if required_kind and job.kind != required_kind:
-        raise click.UsageError(f"{option} {ref} is a {job.kind} job, not a {required_kind} job")
-    return job.id
+def report_job(rt: Runtime, job, wait: bool, as_json: bool, timeout: float | None) -> None:
+    """Print the submitted job (its id, or JSON); with --wait follow it. Exit 1 if it failed."""
+    if job.unsent:
+        click.echo(visible(f"warning: job {job.id} is stored but its wake-up was not sent ({job.unsent}); "
+                           "a worker's reconciler sends it once it can"), err=True)
+    from genq.worker.retry import retrying
 
-
-def submit_params(rt: Runtime, cls: type[JobParams], values: dict[str, Any], after: str | None) -> tuple[JobParams, str | None]:
-    """Validated parameters with job references made full ids and a seed chosen, and the job to wait for."""
-    params = build_params(rt, cls, {name: value for name, value in values.items() if value is not None})
-    waits_for = resolve_job(rt, after, "--after") if after is not None else None
-    for name, kind in cls.job_refs().items():
-        ref_id = resolve_job(rt, getattr(params, name), option_name(name), kind)
-        if waits_for is not None and waits_for != ref_id:
-            raise click.UsageError(f"--after must be the {option_name(name)} job for this kind (it already waits for it)")
-        params, waits_for = params.replace(**{name: ref_id}), ref_id
-    return params.with_seed(), waits_for
-
-
-def enqueue(rt: Runtime, spec: JobParams, after: str | None, wait: bool, as_json: bool, timeout: float | None,
-            options: RunOptions | None = None) -> None:
-    from genq.worker import dependencies
-
-    store = rt.store
-    job, not_sent = dependencies.submit(rt.app, store, spec, depends_on=after, retry_for_s=rt.settings.retry_for_s,
-                                        options=options)
-    if not_sent:
-        click.echo(visible(f"warning: job {job.id} is stored but its wake-up was not sent ({not_sent}); "
-                           "a worker sends it once the broker answers"), err=True)
-    job = store.get(job.id)
+    row = retrying(lambda: rt.store.get(job.id), rt.settings.retry_for_s, "reading the job")
     if wait:
-        job = wait_for(store, job.id, timeout, show_progress=not as_json)
+        row = wait_for(rt.store, job.id, timeout, show_progress=not as_json)
     if as_json:
-        echo_json(job_summary(job))
+        echo_json(job_summary(row))
     elif wait:
-        click.echo(status_line(job))
+        click.echo(status_line(row))
     else:
-        click.echo(job.id)
-    if job.status == JobStatus.FAILED.value:
+        click.echo(row.id)
+    if row.status == JobStatus.FAILED.value:
         if not wait:
-            click.echo(f"error: {visible(job.error)}", err=True)
+            click.echo(f"error: {visible(row.error)}", err=True)
         raise SystemExit(1)
-    if wait and job.status != JobStatus.SUCCEEDED.value:
+    if wait and row.status != JobStatus.SUCCEEDED.value:
+        raise SystemExit(1)
+
+
+def report_group(rt: Runtime, group, wait: bool, as_json: bool, timeout: float | None) -> None:
+    """Print the submitted group (its id, or JSON with its jobs); with --wait follow all of them."""
+    from genq.client.groups import group_summary, wait_for_group
+
+    if group.unsent:
+        click.echo(visible(f"warning: group {group.id} is stored but its wake-ups were not sent ({group.unsent}); "
+                           "a worker's reconciler sends them once it can"), err=True)
+    if wait:
+        wait_for_group(group, timeout, show_progress=not as_json)
+    summary = group_summary(group)
+    if as_json:
+        echo_json(summary)
+    elif wait:
+        click.echo(f"group {group.id}: " + ", ".join(f"{n} {s}" for s, n in summary["counts"].items()))
+    else:
+        click.echo(group.id)
+    if wait and summary["counts"].get(JobStatus.SUCCEEDED.value, 0) != group.size:
         raise SystemExit(1)
 
 
@@ -100,6 +100,11 @@ def common_options() -> list[click.Option]:
                           "GENQ_RETRY_BACKOFF seconds, doubled each time."),
         click.Option(["--idempotency-key"], metavar="KEY", default=None,
                      help="Submitting the same KEY again returns the job it created, instead of a new one."),
+        click.Option(["--queue"], metavar="NAME", default=None,
+                     help="The queue to send the job to; workers take the queues of their --queues "
+                          "(default: the kind's queue, GENQ_KIND_QUEUES, else GENQ_QUEUE, `gpu`)."),
+        click.Option(["--priority"], type=click.IntRange(0, 9), default=DEFAULT_PRIORITY, show_default=True,
+                     help="0..9: a higher priority starts before every queued job of lower priority on its queue."),
     ]
 
 
@@ -116,16 +121,6 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
-
-
-def run_options(time_limit: float | None, retries: int, idempotency_key: str | None) -> RunOptions:
-    try:
-        return RunOptions.model_validate({"time_limit_s": time_limit, "retries": retries,
-                                          "idempotency_key": idempotency_key})
-    except ValidationError as exc:
-        error = spec_error(exc)
-        option = {"time_limit_s": "--time-limit", "retries": "--retries", "idempotency_key": "--idempotency-key"}
-        raise click.UsageError(f"{option.get(error.field, '')}: {error.reason}") from None
 
 
 def click_type(annotation: Any) -> click.ParamType:
@@ -155,24 +150,80 @@ def range_text(field: FieldInfo) -> str:
 
 
 def parameter_option(name: str, field: FieldInfo) -> click.Option:
-    """One option of a kind's command, described by the declaration of its parameter."""
+    """One option of a kind's command, described by the declaration of its parameter. A required
+    parameter is checked by the declaration, not by click: a sweep may give it instead."""
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     help_text = (field.description or "") + range_text(field)
-    if not field.is_required() and field.default is not None:
+    if field.is_required():
+        help_text += " [required, or swept]"
+    elif field.default is not None:
         help_text += f" [default: {field.default}]"
     return click.Option([option_name(name), name], type=click_type(field.annotation), default=None,
-                        required=field.is_required(), metavar=extra.get("metavar"), help=help_text)
+                        metavar=extra.get("metavar"), help=help_text)
+
+
+def sweep_options(cls: type[JobParams]) -> list[click.Option]:
+    options = [
+        click.Option(["--sweep"], metavar="NAME=V1,V2,...", multiple=True,
+                     help="Submit one job per value (NAME=A..B: the integers A to B); repeated, one job per "
+                          "combination. The jobs form a group: its id is printed (see `client group`)."),
+        click.Option(["--group-name"], metavar="NAME", default=None, help="A name for the sweep's group."),
+        click.Option(["--yes"], is_flag=True, help="Submit a sweep larger than GENQ_MAX_SWEEP jobs."),
+    ]
+    if "prompt" in cls.model_fields:
+        options.append(click.Option(["--prompt-file"], type=click.Path(dir_okay=False, path_type=Path),
+                                    default=None, help="Sweep over prompts: one per line, `prompt | negative` "
+                                                       "for a negative prompt; blank and # lines are skipped."))
+    return options
+
+
+def sweep_from_cli(cls: type[JobParams], values: dict[str, Any], texts: tuple[str, ...],
+                   prompt_file: Path | None) -> sweeps.Sweep:
+    """The sweep the options ask for; each swept value converted as its option converts it."""
+    axes = []
+    if prompt_file is not None:
+        axes.append(("prompt", sweeps.read_prompt_file(prompt_file)))
+    for text in texts:
+        name, raw = sweeps.parse_sweep_option(text)
+        if name not in cls.model_fields:
+            raise sweeps.SweepError(f"{cls.kind} has no parameter {name!r} (it has: "
+                                    f"{', '.join(n.replace('_', '-') for n in cls.model_fields)})")
+        kind_type = click_type(cls.model_fields[name].annotation)
+        try:
+            axes.append((name, [kind_type.convert(value, None, None) for value in raw]))
+        except click.BadParameter as exc:
+            raise sweeps.SweepError(f"--sweep {name.replace('_', '-')}: {exc.message}") from None
+    given = {name: value for name, value in values.items() if value is not None}
+    if prompt_file is not None and "prompt" in given:
+        raise sweeps.SweepError("give --prompt or --prompt-file, not both")
+    return sweeps.build(given, axes)
 
 
 def kind_command(cls: type[JobParams]) -> click.Command:
-    def callback(after, wait, as_json, timeout, time_limit, retries, idempotency_key, **values) -> None:
+    def callback(after, wait, as_json, timeout, time_limit, retries, idempotency_key, queue, priority,
+                 sweep, group_name, yes, prompt_file=None, **values) -> None:
         rt = click.get_current_context().ensure_object(Runtime)
-        options = run_options(time_limit, retries, idempotency_key)
-        params, waits_for = submit_params(rt, cls, values, after)
-        enqueue(rt, params, waits_for, wait, as_json, timeout, options)
+        try:
+            if sweep or prompt_file is not None:
+                plan = sweep_from_cli(cls, values, sweep, prompt_file)
+                options = run_options(time_limit, retries, idempotency_key, queue, priority)
+                group = rt.client.submit_sweep(cls, plan, name=group_name, after=after, options=options,
+                                               confirm=yes)
+                return report_group(rt, group, wait, as_json, timeout)
+            if group_name is not None:
+                raise click.UsageError("--group-name names a sweep's group: add --sweep (or --prompt-file)")
+            job = rt.client.submit(cls, after=after, time_limit=time_limit, retries=retries,
+                                   idempotency_key=idempotency_key, queue=queue, priority=priority, **values)
+        except sweeps.SweepError as exc:
+            raise click.UsageError(str(exc)) from None
+        except SpecError as exc:
+            raise cli_error(exc) from None
+        except SchemaError as exc:  # the store is opened once the input is valid
+            raise click.ClickException(str(exc)) from None
+        report_job(rt, job, wait, as_json, timeout)
 
     options = [parameter_option(name, field) for name, field in cls.model_fields.items()]
-    return click.Command(cls.kind, callback=callback, params=options + common_options(),
+    return click.Command(cls.kind, callback=callback, params=options + common_options() + sweep_options(cls),
                          help=cls.__doc__, short_help=(cls.__doc__ or "").strip().splitlines()[0])
 
 

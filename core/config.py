@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -13,6 +15,7 @@ LOCAL_BROKER_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 DEFAULT_VISIBILITY_TIMEOUT_S = 6 * 3600  # above the longest job: Redis redelivers after this
 DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
+DEFAULT_MAX_SWEEP = 1_000
 DEFAULT_LEASE_S = 30.0  # a running job's lease; its heartbeat renews it; past it, the job is taken over
 DEFAULT_RECONCILE_INTERVAL_S = 5.0  # how often each worker's reconciler looks for stranded jobs
 DEFAULT_RESEND_AFTER_S = 15.0  # a queued job's wake-up older than this and not in the broker is sent again
@@ -21,6 +24,9 @@ DEFAULT_RETRY_FOR_S = 60.0  # database writes and broker sends retry this long b
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_MODEL_CACHE_SIZE = 2
 DEFAULT_QUEUE = "gpu"
+DEFAULT_PRIORITY = 5  # 0..9, higher runs first
+DEFAULT_SD_MAX_BATCH = 8  # images in one UNet batch, over all the sd jobs a worker runs together
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # One sd job's size: images x width x height, and that times the denoising steps (8 images of 1024x1024 at 50 steps).
 DEFAULT_SD_MAX_PIXELS = 8 * 1024 * 1024
 DEFAULT_SD_MAX_PIXEL_STEPS = DEFAULT_SD_MAX_PIXELS * 50
@@ -34,7 +40,10 @@ class Settings:
     artifact_root: Path
     data_root: Path
     sd_model: str
-    queue: str
+    queue: str  # the default queue of every job kind not named in kind_queues
+    kind_queues: dict[str, str]  # kind -> its default queue (GENQ_KIND_QUEUES="interpolate=cpu,sample-vae=cpu")
+    worker_queues: tuple[str, ...]  # what a worker consumes (GENQ_WORKER_QUEUES; default: every queue above)
+    worker_name: str  # this worker's name in the registry (GENQ_WORKER_NAME; the supervisor sets host:gpu0)
     visibility_timeout_s: int
     heartbeat_interval_s: float
     lease_s: float
@@ -49,6 +58,14 @@ class Settings:
     sd_max_pixels: int
     sd_max_pixel_steps: int
     model_roots: tuple[Path, ...]  # local SD models must lie under one of these; empty: anywhere
+    sd_max_batch: int  # images one worker generates in one UNet batch across compatible sd jobs; 1: no batching
+    sd_compile: bool  # torch.compile the UNet once per worker and shape (CUDA)
+    preload: str  # a model a worker loads before it takes jobs ("" none)
+    max_sweep: int  # a sweep of more jobs is refused unless confirmed (--yes)
+
+    def queue_for(self, kind: str) -> str:
+        """The queue a job of `kind` goes to when its submit names none."""
+        return self.kind_queues.get(kind, self.queue)
 
     def describe(self) -> dict[str, str]:
         """The settings as text for `client config`, with any password in a URL replaced by ***."""
@@ -102,10 +119,48 @@ def _number(env: dict[str, str], name: str, default: float, cast=float):
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def check_queue_name(name: str, what: str = "queue") -> str:
+    if not QUEUE_NAME.match(name):
+        raise ValueError(f"{what} {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def _queue_list(raw: str, name: str) -> tuple[str, ...]:
+    queues = [q.strip() for q in raw.split(",") if q.strip()]
+    for queue in queues:
+        check_queue_name(queue, f"{name}: queue")
+    return tuple(dict.fromkeys(queues))
+
+
+def _kind_queues(raw: str) -> dict[str, str]:
+    mapping = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        kind, eq, queue = item.partition("=")
+        if not eq or not kind.strip():
+            raise ValueError(f"GENQ_KIND_QUEUES takes kind=queue pairs separated by commas, got {item!r}")
+        mapping[kind.strip()] = check_queue_name(queue.strip(), "GENQ_KIND_QUEUES: queue")
+    return mapping
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("GENQ_HOME") or ".genq").expanduser().absolute()
     database_url = env.get("GENQ_DATABASE_URL") or f"sqlite:///{home / 'genq.sqlite3'}"
+    queue = check_queue_name(env.get("GENQ_QUEUE") or DEFAULT_QUEUE, "GENQ_QUEUE:")
+    kind_queues = _kind_queues(env.get("GENQ_KIND_QUEUES") or "")
+    worker_queues = (_queue_list(env.get("GENQ_WORKER_QUEUES") or "", "GENQ_WORKER_QUEUES")
+                     or tuple(dict.fromkeys([queue, *kind_queues.values()])))
     return Settings(
         home=home,
         database_url=database_url,
@@ -113,7 +168,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         artifact_root=Path(env.get("GENQ_ARTIFACT_ROOT") or home / "artifacts").expanduser().absolute(),
         data_root=Path(env.get("GENQ_DATA_ROOT") or home / "data").expanduser().absolute(),
         sd_model=env.get("GENQ_SD_MODEL") or DEFAULT_SD_MODEL,
-        queue=env.get("GENQ_QUEUE") or DEFAULT_QUEUE,
+        queue=queue,
+        kind_queues=kind_queues,
+        worker_queues=worker_queues,
+        worker_name=env.get("GENQ_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}",
         visibility_timeout_s=_number(env, "GENQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S, int),
         heartbeat_interval_s=_number(env, "GENQ_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL_S),
         # GENQ_STALE_AFTER is this setting's earlier name
@@ -129,4 +187,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sd_max_pixels=_number(env, "GENQ_SD_MAX_PIXELS", DEFAULT_SD_MAX_PIXELS, int),
         sd_max_pixel_steps=_number(env, "GENQ_SD_MAX_PIXEL_STEPS", DEFAULT_SD_MAX_PIXEL_STEPS, int),
         model_roots=tuple(Path(p).expanduser().absolute() for p in (env.get("GENQ_MODEL_ROOTS") or "").split(os.pathsep) if p),
+        sd_max_batch=max(1, _number(env, "GENQ_SD_MAX_BATCH", DEFAULT_SD_MAX_BATCH, int)),
+        sd_compile=_flag(env, "GENQ_SD_COMPILE"),
+        preload=env.get("GENQ_PRELOAD") or "",
+        max_sweep=max(1, _number(env, "GENQ_MAX_SWEEP", DEFAULT_MAX_SWEEP, int)),
     )

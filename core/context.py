@@ -27,6 +27,7 @@ class JobContext(Protocol):
     device: str  # "cpu" or "cuda"; the run function creates its torch.device from it
     data_root: Path
     cache: ModelCache
+    compile_models: bool  # torch.compile the models it runs (GENQ_SD_COMPILE); the sd kind compiles its UNet
 
     def progress(self, done: int, total: int, message: str = "") -> None: ...
     def metric(self, step: int, name: str, value: float) -> None:
@@ -47,12 +48,14 @@ class LocalContext:
     """A context over a plain folder: artifacts are files in `root/<job_id>/`."""
 
     def __init__(self, root: Path, job_id: str = "local", device: str = "cpu",
-                 data_root: Path | None = None, cache: ModelCache | None = None) -> None:
+                 data_root: Path | None = None, cache: ModelCache | None = None,
+                 compile_models: bool = False) -> None:
         self.root = Path(root)
         self.job_id = job_id
         self.device = device
         self.data_root = Path(data_root) if data_root else self.root / "data"
         self.cache = cache if cache is not None else ModelCache(capacity=2)
+        self.compile_models = compile_models
         self.metrics: dict[tuple[int, str], float] = {}
         self.progress_state: tuple[int, int, str] = (0, 0, "")
         self.logs: list[tuple[str, str]] = []

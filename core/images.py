@@ -1,19 +1,30 @@
-"""PNG figures with Pillow only: image grids, labelled strips, and a small line chart."""
+"""PNG figures: image grids and labelled strips with Pillow, line charts with matplotlib.
+
+matplotlib is used only through its object-oriented API (a Figure on an Agg canvas, never pyplot), so
+charts draw in worker threads without a display; it is imported on first use because the import is slow."""
 from __future__ import annotations
 
 import io
-import math
+import threading
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
-GRID_LINE = (225, 225, 225)
-PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189))
+# Line colours in order; after the last one they repeat with the next line style.
+PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207))
+LINE_STYLES = ("-", "--", ":", "-.")
+DPI = 100
+MARKED_POINTS_LIMIT = 40  # longer lines are drawn without a marker on each point
+LEGEND_INSIDE_LIMIT = 6  # a longer legend goes to the right of the axes
 FONT_SIZE = 13
 
 
@@ -48,18 +59,18 @@ def upscale(image: Image.Image, factor: int) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
-def grid(images: Sequence[Image.Image], columns: int, padding: int = 2, background: int | tuple = 128) -> Image.Image:
-    """Images of one size in rows of `columns`, left to right then top to bottom."""
+def grid(images: Sequence[Image.Image], columns: int, padding: int = 2, background: int = 128) -> Image.Image:
+    """Images of one size in rows of `columns`, left to right then top to bottom (torchvision's make_grid,
+    on the images' own 8-bit values: nothing is rounded)."""
+    import torch
+    from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+    from torchvision.utils import make_grid
+
     if not images:
         raise ValueError("grid needs at least one image")
-    w, h = images[0].size
-    rows = math.ceil(len(images) / columns)
     mode = images[0].mode
-    sheet = Image.new(mode, (columns * (w + padding) + padding, rows * (h + padding) + padding), background)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        sheet.paste(image, (padding + c * (w + padding), padding + r * (h + padding)))
-    return sheet
+    tiles = torch.stack([pil_to_tensor(image.convert(mode)) for image in images])
+    return to_pil_image(make_grid(tiles, nrow=columns, padding=padding, pad_value=background)).convert(mode)
 
 
 def labelled_rows(rows: Sequence[Sequence[Image.Image]], row_labels: Sequence[str] = (),
@@ -103,76 +114,62 @@ class Chart:
     size: tuple[int, int] = (720, 440)
 
 
-def nice_ticks(low: float, high: float, count: int = 6, integer: bool = False) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten) covering [low, high]."""
-    span = max(high - low, 1e-12)
-    raw = span / max(count - 1, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    if integer:
-        step = max(1, round(step))
-    first = math.ceil(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
+# matplotlib shares font and text caches between figures; one figure is drawn at a time.
+_MATPLOTLIB_LOCK = threading.Lock()
 
 
-def _format_tick(value: float) -> str:
-    if abs(value) >= 1000 or value == int(value):
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
+def figure_image(draw: Callable[[Figure], None], size: tuple[int, int]) -> Image.Image:
+    """An RGB image of `size` pixels of what `draw` puts on a fresh matplotlib figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = size
+    with _MATPLOTLIB_LOCK:
+        figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+        canvas = FigureCanvasAgg(figure)
+        draw(figure)
+        canvas.draw()
+        image = Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
+    return image if image.size == size else image.resize(size)  # figsize * dpi may round a pixel off
+
+
+def plain_text(text: str) -> str:
+    """`text` for a matplotlib label: its dollar signs stay dollar signs instead of opening TeX math."""
+    return text.replace("$", r"\$")
+
+
+def series_style(index: int) -> dict:
+    """matplotlib colour and line style of the index-th line of a chart."""
+    red, green, blue = PALETTE[index % len(PALETTE)]
+    return {"color": (red / 255, green / 255, blue / 255),
+            "linestyle": LINE_STYLES[(index // len(PALETTE)) % len(LINE_STYLES)]}
 
 
 def line_chart(chart: Chart) -> Image.Image:
     """Each series as a line with point markers (or markers only), axes with ticks, and a legend."""
-    width, height = chart.size
-    left, right, top, bottom = 90, 24, 40, 56
-    xs = [x for s in chart.series for x in s.xs]
-    ys = [y for s in chart.series for y in s.ys]
-    x_low, x_high = min(xs), max(xs)
-    if x_high == x_low:
-        x_low, x_high = x_low - 1, x_high + 1
-    y_low, y_high = min(ys), max(ys)
-    pad = (y_high - y_low) * 0.08 or abs(y_high) * 0.05 or 1.0
-    y_low, y_high = y_low - pad, y_high + pad
+    return figure_image(lambda figure: _draw_line_chart(figure, chart), chart.size)
 
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        px = left + (x - x_low) / (x_high - x_low) * (width - left - right)
-        py = top + (y_high - y) / (y_high - y_low) * (height - top - bottom)
-        return px, py
 
-    image = Image.new("RGB", chart.size, BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    text = font()
-    for y in nice_ticks(y_low, y_high):
-        _, py = to_px(x_low, y)
-        draw.line([(left, py), (width - right, py)], fill=GRID_LINE)
-        draw.text((left - 6, py), _format_tick(y), fill=INK, font=text, anchor="rm")
-    for x in nice_ticks(x_low, x_high, count=8, integer=chart.integer_x):
-        px, _ = to_px(x, y_low)
-        draw.line([(px, height - bottom), (px, height - bottom + 4)], fill=INK)
-        draw.text((px, height - bottom + 6), _format_tick(x), fill=INK, font=text, anchor="mt")
-    draw.rectangle([left, top, width - right, height - bottom], outline=INK)
-    draw.text((width // 2, 12), chart.title, fill=INK, font=font(FONT_SIZE + 2), anchor="mt")
-    draw.text(((left + width - right) // 2, height - 18), chart.x_label, fill=INK, font=text, anchor="mm")
-    y_caption = Image.new("RGB", (int(text.getlength(chart.y_label)) + 4, FONT_SIZE + 4), BACKGROUND)
-    ImageDraw.Draw(y_caption).text((2, 2), chart.y_label, fill=INK, font=text)
-    y_caption = y_caption.rotate(90, expand=True)
-    image.paste(y_caption, (6, (top + height - bottom) // 2 - y_caption.height // 2))
+def _draw_line_chart(figure: Figure, chart: Chart) -> None:
+    from matplotlib.ticker import MaxNLocator
 
-    for i, series in enumerate(chart.series):
-        color = PALETTE[i % len(PALETTE)]
-        points = [to_px(x, y) for x, y in zip(series.xs, series.ys)]
-        if len(points) > 1 and not series.markers_only:
-            draw.line(points, fill=color, width=2)
-        radius = 5 if series.markers_only else 3
-        for px, py in points:
-            draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=color)
-        legend_y = top + 10 + i * (FONT_SIZE + 6)
-        legend_x = width - right - 10 - int(text.getlength(series.label))
-        draw.ellipse([legend_x - 16, legend_y - 4, legend_x - 8, legend_y + 4], fill=color)
-        draw.text((legend_x, legend_y), series.label, fill=INK, font=text, anchor="lm")
-    return image
+    axes = figure.add_subplot()
+    for index, series in enumerate(chart.series):
+        style = series_style(index)
+        if series.markers_only:
+            axes.plot(series.xs, series.ys, label=plain_text(series.label), color=style["color"],
+                      linestyle="none", marker="o", markersize=8, zorder=3)
+        else:
+            marker = "o" if len(series.xs) <= MARKED_POINTS_LIMIT else None
+            axes.plot(series.xs, series.ys, label=plain_text(series.label), linewidth=2, marker=marker, markersize=4, **style)
+    axes.set_title(plain_text(chart.title))
+    axes.set_xlabel(plain_text(chart.x_label))
+    axes.set_ylabel(plain_text(chart.y_label))
+    axes.grid(True, color="0.9")
+    axes.set_axisbelow(True)
+    if chart.integer_x:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(chart.series) > LEGEND_INSIDE_LIMIT:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    elif chart.series:
+        axes.legend(fontsize="small")

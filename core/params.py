@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from genq.core.config import Settings, load_settings
+from genq.core.config import DEFAULT_PRIORITY, QUEUE_NAME, Settings, load_settings
 
 MAX_SEED = 2**32 - 1
 MAX_JOB_ID_LENGTH = 64
@@ -31,13 +31,15 @@ def job_ref(kind: str, description: str) -> Any:
 
 
 class RunOptions(BaseModel):
-    """How a job of any kind is run: its time limit, retries of failed runs, and idempotency."""
+    """How a job of any kind is run: its queue and priority, time limit, retries of failed runs, and idempotency."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     time_limit_s: float | None = Field(None, gt=0, le=MAX_TIME_LIMIT_S)
     retries: int = Field(0, ge=0, le=MAX_RETRIES)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    queue: str | None = Field(None, pattern=QUEUE_NAME.pattern)  # None: the kind's default queue (Settings.queue_for)
+    priority: int = Field(DEFAULT_PRIORITY, ge=0, le=9)  # higher runs first
 
 
 DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
@@ -73,6 +75,19 @@ class JobParams(BaseModel):
 
     kind: ClassVar[str]
     run_function: ClassVar[str]
+    # "module:function" running several jobs of the kind as one batch: (params, ctx) pairs in, an
+    # iterator of (index, result or exception) out, each as soon as it is known. None: never batched.
+    batch_function: ClassVar[str | None] = None
+    # Keys of a finished job's result that a group's table shows beside the swept parameters.
+    summary: ClassVar[tuple[str, ...]] = ()
+
+    def batch_key(self) -> tuple | None:
+        """Jobs with equal keys can share one batch (see batch_function)."""
+        return None
+
+    def batch_images(self) -> int:
+        """How much of a batch's budget (GENQ_SD_MAX_BATCH) this job takes."""
+        return 1
 
     def with_seed(self) -> "JobParams":
         """A copy whose `seed` is set (randomly when it was not given), so the job records what it ran with."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from genq.core.config import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -69,7 +72,7 @@ def database_url(request, tmp_path):
     url = migrated(request.getfixturevalue("postgres_url"))
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_logs, job_events, metrics, artifacts, jobs"))
+        conn.execute(text("TRUNCATE job_logs, job_events, metrics, artifacts, jobs, workers, groups"))
     engine.dispose()
     return url
 
@@ -95,9 +98,11 @@ class Genq:
     def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         log_path = self.home / f"worker-{len(self.workers)}.log"
         log = open(log_path, "wb")
-        process = subprocess.Popen([str(BIN / "genq-worker")], env={**self.env, **(env or {})}, cwd=self.home,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        name = f"{socket.gethostname()}-{len(self.workers)}"  # its one CPU worker registers as <name>:cpu0
+        process = subprocess.Popen([str(BIN / "genq-worker")], env={**self.env, "GENQ_WORKER_NAME": name, **(env or {})},
+                                   cwd=self.home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         process.log_path = log_path
+        process.worker_name = f"{name}:cpu0"
         self.workers.append(process)
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         while b" ready." not in log_path.read_bytes():
@@ -124,7 +129,7 @@ class Genq:
         from genq.core.store.db import make_engine, session_factory
         from genq.core.store.jobs import JobStore
 
-        return JobStore(session_factory(make_engine(self.env["GENQ_DATABASE_URL"])))
+        return JobStore(session_factory(make_engine(self.env["GENQ_DATABASE_URL"])), load_settings(self.env).queue_for)
 
     def wait_until(self, predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
         deadline = time.monotonic() + timeout

@@ -176,8 +176,10 @@ class PrivatePostgres(_Helper):
             raise ValueError(f"unknown stop mode {mode!r}")
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
-    def restart(self, mode: str = "fast") -> None:
+    def restart(self, mode: str = "fast", down_s: float = 0.0) -> None:
+        """Stop, stay down `down_s` seconds (so a client that writes every fraction of a second meets it), start."""
         self.stop(mode)
+        time.sleep(down_s)
         self.start()
 
     def running(self) -> bool:
@@ -308,6 +310,7 @@ class Worker:
     index: int
     process: subprocess.Popen
     log_path: Path
+    name: str = ""  # what its worker registers as (GENQ_WORKER_NAME <host>-<index>, and :cpu0 from genq-worker)
     started_at: datetime = field(default_factory=utc_now)
     killed_at: datetime | None = None  # SIGKILLed by us
     exited_at: datetime | None = None  # when it was seen gone (killed_at when we killed it)
@@ -355,10 +358,11 @@ class Workers(_Helper):
     def _spawn(self) -> Worker:
         index = len(self.all)
         log_path = self.home / f"worker-{index}.log"
+        name = f"{socket.gethostname()}-{index}"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([str(BIN / "genq-worker")], env=self.env, cwd=self.home, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        worker = Worker(index=index, process=process, log_path=log_path)
+            process = subprocess.Popen([str(BIN / "genq-worker")], env={**self.env, "GENQ_WORKER_NAME": name},
+                                       cwd=self.home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = Worker(index=index, process=process, log_path=log_path, name=f"{name}:cpu0")
         self.all.append(worker)
         return worker
 

@@ -17,6 +17,10 @@ from genq.worker.liveness import Heartbeat
 from genq.worker.retry import retrying
 
 log = logging.getLogger("genq.job")
+# A run reports progress and looks for a cancel at every step; SQL sees them at most this often (the
+# last step's progress always): a batch of eight jobs at 20 steps/s would otherwise spend its time committing.
+PROGRESS_EVERY_S = 0.25
+CANCEL_READ_EVERY_S = 0.25
 
 
 class JobSuperseded(JobCancelled):
@@ -30,8 +34,9 @@ class TimeLimitExceeded(JobCancelled):
 class StoreContext:
     def __init__(self, job_id: str, attempt: int, store: JobStore, artifacts: ArtifactStore, heartbeat: Heartbeat,
                  device: str, data_root: Path, cache: ModelCache, retry_for_s: float,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, compile_models: bool = False) -> None:
         self.job_id = job_id
+        self.compile_models = compile_models  # GENQ_SD_COMPILE
         self.attempt = attempt
         self.device = device
         self.data_root = data_root
@@ -41,6 +46,7 @@ class StoreContext:
         self._heartbeat = heartbeat
         self._retry_for_s = retry_for_s
         self._deadline = deadline  # time.monotonic() past which the run must stop (its time limit)
+        self._progress_written = self._cancel_read = float("-inf")
 
     def _write(self, action, what: str) -> None:
         try:
@@ -50,6 +56,10 @@ class StoreContext:
             raise JobSuperseded(str(exc)) from None
 
     def progress(self, done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if done < total and now - self._progress_written < PROGRESS_EVERY_S:
+            return
+        self._progress_written = now
         self._write(lambda: self._store.set_progress(self.job_id, self.attempt, done, total, message), "progress")
 
     def metric(self, step: int, name: str, value: float) -> None:
@@ -90,9 +100,16 @@ class StoreContext:
             raise JobSuperseded(f"job {self.job_id} was taken over: attempt {self.attempt} stops")
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise TimeLimitExceeded("time limit exceeded")
-        if self._heartbeat.cancel_requested.is_set() or self._read(
-                lambda: self._store.cancel_requested(self.job_id), "cancel check"):
+        if self._heartbeat.cancel_requested.is_set() or self._cancel_asked_in_store():
             raise JobCancelled("cancelled by request")
+
+    def _cancel_asked_in_store(self) -> bool:
+        """Between heartbeats, a cancel is read from the store at most every CANCEL_READ_EVERY_S."""
+        now = time.monotonic()
+        if now - self._cancel_read < CANCEL_READ_EVERY_S:
+            return False
+        self._cancel_read = now
+        return self._read(lambda: self._store.cancel_requested(self.job_id), "cancel check")
 
     def _read(self, action, what: str):
         """A read of the store, retried through a database blip like every write."""

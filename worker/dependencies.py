@@ -18,7 +18,7 @@ from genq.core.store.models import Job
 from genq.core.store.states import JobStatus, TransitionError
 from genq.worker import testing_hooks
 from genq.worker.dispatch import BrokerUnavailable, send_queued
-from genq.worker.retry import retrying
+from genq.worker.retry import is_transient, retrying
 
 log = logging.getLogger("genq.dependencies")
 
@@ -29,20 +29,31 @@ def submit(app: Celery, store: JobStore, params: JobParams, depends_on: str | No
 
     Returns the job and, when its wake-up could not be sent, why. Nothing is lost then: the job is
     stored, and a worker's reconciler sends it once the broker answers (as it does when this
-    process is killed between the insert and the send). The insert retries through a database blip.
+    process is killed between the insert and the send). Each step retries through a database or broker
+    blip for `retry_for_s`; once the row is stored, a blip that outlasts it leaves the job to the reconciler.
     """
     job = retrying(lambda: store.create(params, depends_on, options), retry_for_s, "storing the job")
     if not job.created:
         return job, None  # its idempotency key was used before: that job, as it is
     testing_hooks.pause_at("after-insert", job.id)
+    unsent = None
     try:
         if job.status == JobStatus.WAITING.value:
-            release_if_ready(app, store, job)
+            release_if_ready(app, store, job, retry_for_s=retry_for_s)
         else:
-            send_queued(app, store, [job.id])
+            send_queued(app, store, [job.id], retry_for_s)
     except BrokerUnavailable as exc:
-        return store.get(job.id), str(exc)
-    return store.get(job.id), None
+        unsent = str(exc)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        unsent = f"the store stopped answering after the job was stored: {type(exc).__name__}"
+    try:
+        return retrying(lambda: store.get(job.id), retry_for_s, "reading the job back"), unsent
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        return job, unsent  # as it was stored
 
 
 def release_if_ready(app: Celery, store: JobStore, job: Job, worker: str | None = None, retry_for_s: float = 0.0) -> None:

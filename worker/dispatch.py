@@ -12,38 +12,76 @@ import uuid
 
 from celery import Celery
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from genq.core.config import redact_url
 from genq.core.store.jobs import JobStore
-from genq.worker.app import RUN_JOB_TASK
+from genq.worker.app import PRIORITY_SEPARATOR, PRIORITY_STEPS, RUN_JOB_TASK
 from genq.worker.retry import retrying
 
 log = logging.getLogger("genq.dispatch")
 
-PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+PUBLISH_BATCH = 500  # messages per pipelined round trip
 UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged messages
 UNACKED_INDEX_KEY = "unacked_index"  # kombu's Redis transport: delivery tag -> when it was delivered (epoch s)
-PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: priority lists are `<queue>\x06\x16<priority>`
 
 
 class BrokerUnavailable(RuntimeError):
     pass
 
 
-def send(app: Celery, job_id: str) -> None:
-    try:
-        app.send_task(RUN_JOB_TASK, args=[job_id], task_id=f"{job_id}.{uuid.uuid4().hex[:8]}",
-                      retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-    except (OperationalError, OSError) as exc:
-        raise BrokerUnavailable(f"cannot reach the broker at {redact_url(app.conf.broker_url)}: {exc}") from exc
+# The jobs are stored before their wake-ups go out: past this, a send gives up and a worker's reconciler
+# sends them once the broker answers, rather than keeping a submitting user waiting.
+SEND_RETRY_S = 10.0
+
+
+def broker_priority(priority: int) -> int:
+    """genq's priority (0..9, higher first) as kombu's on Redis, where the list of 0 is popped first."""
+    return max(PRIORITY_STEPS) - priority
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait in, the first popped first: `gpu`, `gpu:1` ... `gpu:9`."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
+
+
+def task_message(app: Celery, job_id: str):
+    """A job's wake-up as Celery's task protocol has it: task genq.run_job, args [job id], a task id that
+    starts with the job id (reprs given: the default repr of the args costs more than the rest)."""
+    return app.amqp.create_task_message(f"{job_id}.{uuid.uuid4().hex[:8]}", RUN_JOB_TASK, [job_id], {},
+                                        argsrepr=repr([job_id]), kwargsrepr="{}")
 
 
 def send_queued(app: Celery, store: JobStore, job_ids: list[str], retry_for_s: float = 0.0) -> None:
-    """Wake a worker for each of these queued jobs and record when (the reconciler's clock)."""
-    for job_id in job_ids:
-        retrying(lambda: send(app, job_id), retry_for_s, f"sending job {job_id}")
-    if job_ids:
-        retrying(lambda: store.mark_sent(job_ids), retry_for_s, "recording sends")
+    """Wake a worker for each of these queued jobs, on its queue at its priority, and record when."""
+    if not job_ids:
+        return
+    routes = retrying(lambda: store.routes(job_ids), retry_for_s, "reading where jobs go")
+    what = f"sending job {job_ids[0]}" if len(job_ids) == 1 else f"sending {len(job_ids)} jobs"
+    retrying(lambda: publish(app, job_ids, routes), min(retry_for_s, SEND_RETRY_S), what)
+    retrying(lambda: store.mark_sent(job_ids), retry_for_s, "recording sends")
+
+
+def publish(app: Celery, job_ids: list[str], routes: dict[str, tuple[str, int]]) -> None:
+    """All the wake-ups over one connection, pipelined (kombu's publish batch: one round trip to
+    Redis per PUBLISH_BATCH messages). A retry after a failed flush may send some twice, which costs
+    nothing: a second delivery of a job finds it claimed and is dropped."""
+    if not job_ids:
+        return
+    try:
+        with app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
+            declared = set()
+            for job_id in job_ids:
+                queue, priority = routes[job_id]
+                if queue not in declared:  # once per queue, not per message (kombu would bind a copy each time)
+                    producer.maybe_declare(app.amqp.queues[queue])
+                    declared.add(queue)
+                # Buffered until the batch flushes: a failure shows there, and the caller retries the whole
+                app.amqp.send_task_message(producer, RUN_JOB_TASK, task_message(app, job_id), queue=queue,
+                                           routing_key=queue, priority=broker_priority(priority), retry=False,
+                                           declare=[])
+    except (OperationalError, OSError, RedisError) as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {redact_url(app.conf.broker_url)}: {exc}") from exc
 
 
 def job_ids_in_broker(app: Celery, queue: str, unacked_for_at_most_s: float | None = None) -> set[str]:
@@ -53,7 +91,7 @@ def job_ids_in_broker(app: Celery, queue: str, unacked_for_at_most_s: float | No
     the claim (Redis hands it back only after the visibility timeout)."""
     with app.connection_for_write() as connection:
         client = connection.default_channel.client
-        messages = [json.loads(raw) for key in _queue_keys(client, queue) for raw in client.lrange(key, 0, -1)]
+        messages = [json.loads(raw) for key in priority_lists(queue) for raw in client.lrange(key, 0, -1)]
         oldest = None if unacked_for_at_most_s is None else time.time() - unacked_for_at_most_s
         for tag, raw in client.hgetall(UNACKED_KEY).items():
             message, _exchange, routing_key = json.loads(raw)
@@ -70,8 +108,4 @@ def queued_message_count(app: Celery, queue: str) -> int:
     """How many messages wait in `queue` (any priority), not counting delivered ones."""
     with app.connection_for_write() as connection:
         client = connection.default_channel.client
-        return sum(client.llen(key) for key in _queue_keys(client, queue))
-
-
-def _queue_keys(client, queue: str) -> list:
-    return [queue, *client.scan_iter(match=f"{queue}{PRIORITY_SEPARATOR}*")]
+        return sum(client.llen(key) for key in priority_lists(queue))

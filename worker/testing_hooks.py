@@ -2,6 +2,7 @@
 
 With GENQ_TEST_PAUSE_AT set to a point's name, the process writes the job id to the file named by
 GENQ_TEST_PAUSE_FILE and sleeps there until it is killed: a test can kill it in that exact window.
+With GENQ_TEST_PAUSE_S too, it goes on after that many seconds: a test can break something under it.
 """
 from __future__ import annotations
 
@@ -16,5 +17,8 @@ def pause_at(point: str, job_id: str) -> None:
     marker = os.environ.get("GENQ_TEST_PAUSE_FILE")
     if marker:
         Path(marker).write_text(job_id)
+    if (seconds := os.environ.get("GENQ_TEST_PAUSE_S")):
+        time.sleep(float(seconds))
+        return
     while True:
         time.sleep(3600)

@@ -32,5 +32,17 @@ def params_from_json(kind: str, params: dict[str, Any], settings: Settings | Non
 
 def run_function(kind: str) -> Callable:
     """Imported on first use, so that neither the client nor a worker's start imports torch."""
-    module_name, _, attribute = kind_class(kind).run_function.partition(":")
+    return _load(kind_class(kind).run_function)
+
+
+def batch_function(kind: str) -> Callable:
+    """The kind's function that runs several of its jobs as one batch (see JobParams.batch_function)."""
+    reference = kind_class(kind).batch_function
+    if reference is None:
+        raise SpecError(f"{kind} jobs do not run in batches")
+    return _load(reference)
+
+
+def _load(reference: str) -> Callable:
+    module_name, _, attribute = reference.partition(":")
     return getattr(importlib.import_module(module_name), attribute)

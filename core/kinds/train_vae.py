@@ -13,6 +13,7 @@ class TrainVAE(JobParams):
 
     kind = "train-vae"
     run_function = "genq.core.vae.train:run"
+    summary = ("test_loss_per_image", "test_loss_per_batch", "seed")
 
     latent_dims: int = Field(2, ge=1, le=512, description="Size of the latent space.")
     capacity: int = Field(64, ge=1, le=512, description="Channels c of the first conv layer (the second has 2c).")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from genq.core.config import DEFAULT_QUEUE
 from genq.core.params import JobParams, RunOptions
 from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
@@ -48,8 +49,9 @@ class CancelOutcome:
 
 
 class JobStore:
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: sessionmaker, queue_for: Callable[[str], str] | None = None) -> None:
         self.sessions = sessions
+        self.queue_for = queue_for or (lambda kind: DEFAULT_QUEUE)  # a kind's queue when a submit names none
 
     # -- jobs ---------------------------------------------------------------------------
     def create(self, spec: JobParams, depends_on: str | None = None, options: RunOptions | None = None) -> Job:
@@ -59,17 +61,11 @@ class JobStore:
         options = options or RunOptions()
         if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
             return existing
-        status = JobStatus.WAITING if depends_on else JobStatus.QUEUED
-        job = Job(id=str(uuid.uuid4()), kind=spec.kind, status=status.value, params=spec.to_json(),
-                  attempts=0, depends_on=depends_on, cancel_requested=False, submitted_at=utcnow(),
-                  progress_done=0, progress_total=0, last_sent_at=None if depends_on else db_now_plus(0),
-                  time_limit_s=options.time_limit_s, retries=options.retries, failed_runs=0,
-                  idempotency_key=options.idempotency_key)
+        job = Job(**self.new_row(spec, depends_on, options), last_sent_at=None if depends_on else db_now_plus(0))
         try:
             with self.sessions() as session:
                 session.add(job)
-                session.add(JobEvent(job_id=job.id, at=job.submitted_at, from_status=None,
-                                     to_status=status.value, reason="submitted"))
+                session.add(submitted_event(job))
                 session.commit()
         except IntegrityError:
             if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
@@ -78,6 +74,15 @@ class JobStore:
         created = self.get(job.id)
         created.created = True
         return created
+
+    def new_row(self, spec: JobParams, depends_on: str | None, options: RunOptions, **values: Any) -> dict[str, Any]:
+        """A new job's column values: `waiting` when it depends on another job, else `queued`."""
+        status = JobStatus.WAITING if depends_on else JobStatus.QUEUED
+        return dict(id=str(uuid.uuid4()), kind=spec.kind, status=status.value, params=spec.to_json(),
+                    attempts=0, depends_on=depends_on, cancel_requested=False, submitted_at=utcnow(),
+                    progress_done=0, progress_total=0, time_limit_s=options.time_limit_s, retries=options.retries,
+                    failed_runs=0, idempotency_key=options.idempotency_key,
+                    queue=options.queue or self.queue_for(spec.kind), priority=options.priority, **values)
 
     def _by_key(self, key: str) -> Job | None:
         with self.sessions() as session:
@@ -106,8 +111,14 @@ class JobStore:
             raise JobNotFound(f"{ref!r} matches several jobs: give more of the id")
         return matches[0]
 
-    def list(self, status: str | None = None, kind: str | None = None, limit: int = 20) -> list[Job]:
-        query = select(Job).order_by(Job.submitted_at.desc()).limit(limit)
+    def list(self, status: str | None = None, kind: str | None = None, limit: int | None = 20,
+             group_id: str | None = None) -> list[Job]:
+        """The latest jobs first; a group's jobs in their sweep's order."""
+        if group_id is None:
+            query = select(Job).order_by(Job.submitted_at.desc())
+        else:
+            query = select(Job).where(Job.group_id == group_id).order_by(Job.group_index)
+        query = query.limit(limit) if limit else query
         if status:
             query = query.where(Job.status == status)
         if kind:
@@ -125,19 +136,63 @@ class JobStore:
             session.execute(update(Job).where(Job.id.in_(job_ids)).values(last_sent_at=db_now_plus(0)))
             session.commit()
 
+    def routes(self, job_ids: list[str]) -> dict[str, tuple[str, int]]:
+        """Each job's queue and priority: where and how urgently its wake-up is sent."""
+        with self.sessions() as session:
+            rows = session.execute(select(Job.id, Job.queue, Job.priority).where(Job.id.in_(job_ids))).all()
+        return {job_id: (queue, priority) for job_id, queue, priority in rows}
+
     def waiting_on(self, job_id: str) -> list[Job]:
         """Jobs in `waiting` for `job_id` to succeed."""
         with self.sessions() as session:
             return list(session.scalars(select(Job).where(Job.depends_on == job_id, Job.status == JobStatus.WAITING.value)))
 
     # -- runs: claim, lease, fenced writes ---------------------------------------------
-    def claim(self, job_id: str, worker: str, lease_s: float) -> int:
+    def claim(self, job_id: str, worker: str, lease_s: float, device: str | None = None,
+              reason: str = "claimed") -> int:
         """queued -> running for this worker with a fresh lease; returns the new attempt number.
         Raises TransitionError when another delivery claimed it first."""
         with self.sessions() as session:
-            transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker,
-                       reason="claimed", values={"lease_until": db_now_plus(lease_s)})
+            transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
+                       reason=reason, values={"lease_until": db_now_plus(lease_s)})
         return self.get(job_id).attempts
+
+    def claim_companions(self, first: Job, queues: tuple[str, ...], worker: str, lease_s: float, device: str | None,
+                         take: Callable[[Job], bool], candidates: int = 64) -> list[tuple[str, int]]:
+        """Claim queued jobs of `first`'s kind on `queues` to run together with it: (id, attempt) each.
+
+        Candidates are read highest priority first, then oldest; `take(job)` says which to add (it
+        keeps its own budget). On PostgreSQL the candidates are locked FOR UPDATE SKIP LOCKED and all
+        claimed in one transaction: two workers never wait on or fight for the same rows. Elsewhere
+        (SQLite) each claim is its own conditional transition; one another worker won is skipped.
+        """
+        due = Job.run_after.is_(None) | (Job.run_after <= db_now_plus(0))
+        query = (select(Job).where(Job.status == JobStatus.QUEUED.value, Job.kind == first.kind,
+                                   Job.queue.in_(queues), Job.id != first.id, due)
+                 .order_by(Job.priority.desc(), Job.submitted_at).limit(candidates))
+        reason = f"claimed to run in one batch with job {first.id}"
+        with self.sessions() as session:
+            locking = session.get_bind().dialect.name == "postgresql"
+            if locking:
+                query = query.with_for_update(skip_locked=True)
+            chosen = [(job.id, job.attempts) for job in session.scalars(query) if take(job)]
+            if not chosen:
+                session.rollback()
+                return []
+            if locking:  # the rows are ours until commit: every transition holds
+                for job_id, _ in chosen:
+                    transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
+                               reason=reason, values={"lease_until": db_now_plus(lease_s)}, commit=False)
+                session.commit()
+                return [(job_id, attempts + 1) for job_id, attempts in chosen]
+            session.rollback()
+        claimed = []
+        for job_id, _ in chosen:
+            try:
+                claimed.append((job_id, self.claim(job_id, worker, lease_s, device, reason)))
+            except TransitionError:
+                pass  # another worker claimed it first
+        return claimed
 
     def heartbeat(self, job_id: str, attempt: int, lease_s: float) -> Beat:
         """Renew this run's lease (one UPDATE ... RETURNING): whether it still holds it, and cancellation."""
@@ -166,17 +221,21 @@ class JobStore:
             return session.scalar(select(Job.id).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value,
                                                        Job.lease_until < db_now_plus(0))) is not None
 
-    def queued_unsent_since(self, seconds: float, limit: int = 1000) -> list[str]:
-        """Queued jobs whose last wake-up was sent longer than `seconds` ago (database clock)."""
+    def queued_unsent_since(self, seconds: float, limit: int = 1000) -> list[tuple[str, str]]:
+        """(id, queue) of queued jobs whose last wake-up was sent longer than `seconds` ago (database clock)."""
         with self.sessions() as session:
             unsent = Job.last_sent_at.is_(None) | (Job.last_sent_at < db_now_plus(-seconds))
             due = Job.run_after.is_(None) | (Job.run_after <= db_now_plus(0))
-            return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value, unsent, due)
-                                        .order_by(Job.last_sent_at).limit(limit)))
+            return [tuple(row) for row in session.execute(
+                select(Job.id, Job.queue).where(Job.status == JobStatus.QUEUED.value, unsent, due)
+                .order_by(Job.last_sent_at).limit(limit))]
 
-    def count(self, status: JobStatus) -> int:
+    def count(self, status: JobStatus, queue: str | None = None) -> int:
+        query = select(func.count()).select_from(Job).where(Job.status == status.value)
+        if queue is not None:
+            query = query.where(Job.queue == queue)
         with self.sessions() as session:
-            return session.scalar(select(func.count()).select_from(Job).where(Job.status == status.value))
+            return session.scalar(query)
 
     def waiting_on_finished(self, limit: int = 1000) -> list[Job]:
         """Waiting jobs whose dependency has ended (or vanished): nobody released them yet."""
@@ -277,6 +336,14 @@ class JobStore:
     def events(self, job_id: str) -> list[JobEvent]:
         with self.sessions() as session:
             return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def submitted_event(job: Job) -> JobEvent:
+    return JobEvent(**submitted_event_values(job.id, job.submitted_at, job.status))
+
+
+def submitted_event_values(job_id: str, at, status: str) -> dict[str, Any]:
+    return dict(job_id=job_id, at=at, from_status=None, to_status=status, reason="submitted")
 
 
 def _upsert(session: Session, model, values: dict[str, Any], keys: tuple[str, ...]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -45,6 +45,28 @@ class Job(Base):
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    queue: Mapped[str] = mapped_column(String(64), default="gpu", server_default="gpu")  # the broker queue it is sent to
+    priority: Mapped[int] = mapped_column(Integer, default=5, server_default="5")  # 0..9, higher runs first
+    group_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)  # its sweep or group
+    group_point: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # its swept values: {"beta": 4}
+    group_index: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its place in the sweep, from 0
+
+    __table_args__ = (Index("ix_jobs_status_kind_queue", "status", "kind", "queue"),
+                      Index("ix_jobs_submitted_at_id", "submitted_at", "id"))
+
+
+class Group(Base):
+    """Jobs submitted as one piece of work: a sweep (one job per point of its parameters' product)."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # {"fixed": {parameter: value}, "swept": {parameter: [values]}}: what was asked for, as given
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    size: Mapped[int] = mapped_column(Integer)
 
 
 class JobEvent(Base):
@@ -59,6 +81,7 @@ class JobEvent(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    device: Mapped[str | None] = mapped_column(String(255), nullable=True)  # where a claimed run runs: "cuda:0 (NVIDIA H100)"
 
 
 class Metric(Base):
@@ -98,3 +121,28 @@ class JobLog(Base):
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the run that wrote it
+
+
+class Worker(Base):
+    """One run of one worker process (a restarted worker is a new row under the same name).
+
+    `state` is what the worker last said (idle, busy, stopped); a worker silent past the lease is
+    `lost` (genq.core.store.workers decides that on read, by the database's clock).
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)  # host:gpu0
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(32))  # cuda:0, cpu
+    device_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    device_memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    versions: Mapped[dict[str, str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    current_job: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

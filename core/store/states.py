@@ -52,12 +52,15 @@ def transition(
     expected_attempts: int | None = None,
     values: dict[str, Any] | None = None,
     only_if: Any = None,
+    device: str | None = None,
+    commit: bool = True,
 ) -> None:
     """Move a job from `expected` to `to` and record the event, in one transaction.
 
     The UPDATE only matches while the job is still in `expected` (and, when given, still at
     `expected_attempts`), so of two concurrent callers exactly one wins; the loser gets
-    TransitionError and nothing is written.
+    TransitionError and nothing is written. With `commit=False` the caller commits (several
+    transitions in one transaction); a refused one rolls back all of them.
     """
     if to not in ALLOWED[expected]:
         raise TransitionError(f"illegal transition {expected.value} -> {to.value} for job {job_id}")
@@ -81,8 +84,9 @@ def transition(
                 f"job {job_id} is no longer {expected.value}: transition to {to.value} refused"
             )
         session.add(JobEvent(job_id=job_id, at=now, from_status=expected.value, to_status=to.value,
-                             worker=worker, reason=reason))
-        session.commit()
+                             worker=worker, reason=reason, device=device))
+        if commit:
+            session.commit()
     except BaseException:
         session.rollback()
         raise

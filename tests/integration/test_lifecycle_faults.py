@@ -5,7 +5,8 @@ the real CLI, the real Redis and the real database (SQLite and PostgreSQL; (g) a
 (b) a client killed between insert and send   (f) a running job cancelled while its worker is dead
 (c) a worker killed between a job's final commit and releasing its dependants
 (d) `client cancel` killed between cancelling and failing the dependants
-(g) PostgreSQL restarted while a job runs
+(g) PostgreSQL restarted while a job runs      (h) PostgreSQL down just after a client stored its job,
+                                                   (i) and for longer than the client retries
 
 The windows of (b), (c) and (d) are opened with GENQ_TEST_PAUSE_AT (worker/testing_hooks.py): the
 process writes the job id to GENQ_TEST_PAUSE_FILE and sleeps there until it is SIGKILLed. Every test
@@ -33,6 +34,7 @@ from sqlalchemy.exc import DBAPIError
 
 from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus
+from genq.worker.dispatch import priority_lists
 from tests.conftest import BIN, REDIS_URL, Genq
 from tests.faults import PrivatePostgres
 
@@ -117,18 +119,21 @@ class Lab:
         return self.genq.start_worker(env=env)
 
     def worker_running(self, job_id: str) -> subprocess.Popen:
-        host = self.job(job_id).worker_host
-        pid = int(host.rsplit(":", 1)[1])
-        return next(worker for worker in self.genq.workers if worker.pid == pid)
+        name = self.job(job_id).worker_host
+        return next(worker for worker in self.genq.workers if worker.worker_name == name)
 
     @staticmethod
     def worker_name(worker: subprocess.Popen) -> str:
-        return f"{os.uname().nodename}:{worker.pid}"
+        return worker.worker_name  # the name its supervised worker registers under (tests/conftest.py)
 
-    def paused_client(self, point: str, *args: str) -> tuple[subprocess.Popen, Path]:
-        """A `client` command that stops at `point` (testing_hooks); returns it and its pause file."""
+    def paused_client(self, point: str, *args: str, resume_after_s: float | None = None,
+                      env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+        """A `client` command that stops at `point` (testing_hooks), for good or for `resume_after_s`;
+        returns it and its pause file."""
         marker = self.genq.home / f"pause-{uuid.uuid4().hex[:8]}"
-        env = {**self.genq.env, "GENQ_TEST_PAUSE_AT": point, "GENQ_TEST_PAUSE_FILE": str(marker)}
+        env = {**self.genq.env, **(env or {}), "GENQ_TEST_PAUSE_AT": point, "GENQ_TEST_PAUSE_FILE": str(marker)}
+        if resume_after_s is not None:
+            env["GENQ_TEST_PAUSE_S"] = str(resume_after_s)
         out = open(self.genq.home / f"{marker.name}.log", "wb")
         process = subprocess.Popen([str(BIN / "client"), *args], env=env, cwd=self.genq.home, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -165,7 +170,7 @@ class Lab:
 
     def messages(self) -> Counter:
         """Job id -> wake-ups for it waiting in the queue."""
-        raws = self.broker.lrange(self.queue, 0, -1)
+        raws = [raw for key in priority_lists(self.queue) for raw in self.broker.lrange(key, 0, -1)]
         return Counter(json.loads(raw)["headers"]["id"].split(".")[0] for raw in raws)
 
     def forget_unacked(self) -> None:
@@ -443,9 +448,9 @@ def test_g_a_postgresql_restart_while_a_job_runs_the_job_still_succeeds_exactly_
     lab.wait_mid_run(job_id)
     assert lab.job(job_id).progress_done < 40
 
-    # When PostgreSQL restarts (fast shutdown: every connection is cut) while the job runs
+    # When PostgreSQL restarts (fast shutdown: every connection is cut) and stays down a moment, while the job runs
     started = time.monotonic()
-    postgres.restart("fast")
+    postgres.restart("fast", down_s=1.5)
     blip_s = time.monotonic() - started
     assert blip_s < float(BLIP_LEASE_S), f"the restart took {blip_s:.1f}s, longer than the lease"
 
@@ -459,4 +464,58 @@ def test_g_a_postgresql_restart_while_a_job_runs_the_job_still_succeeds_exactly_
     felt = re.compile(rf"(of job {job_id} failed \(OperationalError\); retrying|heartbeat for job {job_id} failed)")
     assert felt.search(worker.log_path.read_text(errors="replace")), lab.worker_logs()
     assert worker.poll() is None
+    lab.assert_all_done()
+
+
+# -- (h) ------------------------------------------------------------------------------------
+def test_h_a_client_that_meets_a_postgresql_restart_after_storing_its_job_still_sends_it(blip_lab):
+    lab, postgres = blip_lab
+    # Given a `client submit` that stops for 3 s right after it stored its job (no worker runs yet)
+    client, marker = lab.paused_client("after-insert", "submit", "sd", "--model", str(lab.model),
+                                       "--prompt", "through a restart", "--seed", "7", *FAST, resume_after_s=3)
+    job_id = lab.wait_paused(client, marker)
+    paused = time.monotonic()
+    # When PostgreSQL goes down (every connection cut) before it goes on, and comes back 4 s later
+    postgres.stop("fast")
+    assert time.monotonic() - paused < 3, "the stop took longer than the pause: the client did not meet the outage"
+    time.sleep(4)
+    postgres.start()
+    # Then the client rode out the outage: it printed its job id and exited 0
+    client.wait(timeout=TIMEOUT_S)
+    output = (marker.parent / f"{marker.name}.log").read_text()
+    assert client.returncode == 0, output
+    assert output.strip().splitlines()[-1] == job_id, output
+    # And it did send the wake-up: one message, and the job marked sent
+    assert lab.messages() == Counter({job_id: 1})
+    assert lab.job(job_id).last_sent_at is not None
+    # And a worker runs it once
+    lab.start_worker()
+    job = lab.wait_status(job_id, *FINISHED)
+    assert (job.status, job.attempts) == ("succeeded", 1), job.error
+    lab.assert_all_done()
+
+
+def test_i_a_client_whose_database_stays_down_after_storing_its_job_says_so_in_one_line(blip_lab):
+    lab, postgres = blip_lab
+    # Given a client that retries for 1 s, paused right after it stored its job
+    client, marker = lab.paused_client("after-insert", "submit", "sd", "--model", str(lab.model),
+                                       "--prompt", "through an outage", "--seed", "8", *FAST, resume_after_s=3,
+                                       env={"GENQ_RETRY_FOR": "1"})
+    job_id = lab.wait_paused(client, marker)
+    paused = time.monotonic()
+    # When PostgreSQL goes down under it and stays down until it has exited
+    postgres.stop("fast")
+    assert time.monotonic() - paused < 3, "the stop took longer than the pause: the client did not meet the outage"
+    client.wait(timeout=TIMEOUT_S)
+    postgres.start()
+    # Then it exits 1 with a warning that names the stored job and one error line, no traceback
+    output = (marker.parent / f"{marker.name}.log").read_text()
+    lines = output.strip().splitlines()
+    assert client.returncode == 1 and "Traceback" not in output, output
+    assert lines[0].startswith(f"warning: job {job_id} is stored but its wake-up was not sent"), output
+    assert len(lines) == 2 and lines[1].startswith("Error: the database did not answer: "), output
+    # And nothing is lost: a worker's reconciler sends the stored job and it runs once
+    lab.start_worker()
+    job = lab.wait_status(job_id, *FINISHED)
+    assert (job.status, job.attempts) == ("succeeded", 1), job.error
     lab.assert_all_done()

@@ -15,6 +15,8 @@ from tests.unit.test_packaging import PARTS, REPO
 
 IGNORED = shutil.ignore_patterns(".git", ".venv*", ".genq", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
 
+PACKAGED = (".py", ".mako", ".ini", ".html", ".js", ".css")  # modules and their package data (the dashboard's templates)
+
 IMPORT_EVERYTHING = r"""
 import importlib, pathlib, sys
 site = pathlib.Path(sys.argv[1])
@@ -45,7 +47,7 @@ def wheel(tmp_path_factory) -> Path:
 def source_files(part: str) -> set[str]:
     root = REPO / part
     return {f"genq/{part}/{p.relative_to(root)}" for p in root.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".mako")}
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix in PACKAGED}
 
 
 def test_the_wheel_installs_only_genq(wheel):

@@ -1,11 +1,12 @@
-"""Pillow figures: sizes and layout of grids, labelled rows and the line chart."""
+"""Figures: sizes and layout of grids and labelled rows (Pillow), and the line chart (matplotlib)."""
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from genq.core.images import Chart, Series, gray_image, grid, labelled_rows, line_chart, nice_ticks, png_bytes
+from genq.core.images import PALETTE, Chart, Series, gray_image, grid, labelled_rows, line_chart, png_bytes, series_style
 
 
 def test_gray_image_maps_unit_floats_to_bytes_and_scales():
@@ -50,7 +51,53 @@ def test_a_single_point_chart_does_not_divide_by_zero():
     assert line_chart(chart).size == chart.size
 
 
-def test_nice_ticks():
-    assert nice_ticks(0, 10, count=6) == [0, 2, 4, 6, 8, 10]
-    assert nice_ticks(0.5, 1.5, count=8, integer=True) == [1]
-    assert nice_ticks(140, 190) == [140, 150, 160, 170, 180, 190]
+def pixels_near(image: Image.Image, color: tuple[int, int, int], tolerance: int = 12) -> int:
+    """How many pixels are within `tolerance` of `color` on every channel."""
+    array = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return int((np.abs(array - np.array(color)).max(axis=-1) <= tolerance).sum())
+
+
+def three_series_chart(title: str = "loss") -> Chart:
+    chart = Chart(title=title, x_label="epoch", y_label="loss", integer_x=True)
+    chart.series.append(Series("a", [1, 2, 3, 4], [4.0, 3.0, 2.5, 2.2]))
+    chart.series.append(Series("b", [1, 2, 3, 4], [5.0, 4.0, 3.5, 3.1]))
+    chart.series.append(Series("test", [4], [2.6], markers_only=True))
+    return chart
+
+
+def test_line_chart_draws_each_series_in_its_own_colour():
+    image = line_chart(three_series_chart())
+    for color in PALETTE[:3]:
+        assert pixels_near(image, color) > 30, color
+    assert pixels_near(image, PALETTE[3]) == 0  # a fourth colour only for a fourth series
+
+
+def axes_top(gray: np.ndarray) -> int:
+    """The row of the axes' top edge: the first row that is dark across more than half the width."""
+    return int(np.argmax((gray < 100).mean(axis=1) > 0.5))
+
+
+def test_line_chart_draws_the_title_above_the_axes():
+    with_title = np.asarray(line_chart(three_series_chart("loss per image")).convert("L"))
+    without = np.asarray(line_chart(three_series_chart("")).convert("L"))
+    assert axes_top(with_title) > axes_top(without) + 5
+    assert (with_title[: axes_top(with_title)] < 100).sum() > 20
+    assert (without[: axes_top(without)] < 100).sum() == 0
+
+
+def test_line_chart_labels_with_dollar_signs_are_text_not_tex():
+    chart = three_series_chart(r"cost $\frac{ in $")
+    chart.series[0].label = "lr=$1"
+    assert line_chart(chart).size == chart.size
+
+
+def test_series_beyond_the_palette_change_line_style():
+    first, again = series_style(0), series_style(len(PALETTE))
+    assert first["color"] == again["color"] and first["linestyle"] != again["linestyle"]
+
+
+def test_charts_drawn_from_threads_match_one_drawn_alone():
+    alone = np.asarray(line_chart(three_series_chart()))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        drawn = list(pool.map(lambda _: np.asarray(line_chart(three_series_chart())), range(4)))
+    assert all(np.array_equal(alone, image) for image in drawn)

@@ -51,7 +51,7 @@ def test_a_new_kind_gets_a_command_whose_errors_are_the_declarations(tmp_path, m
     monkeypatch.setenv("GENQ_HOME", str(tmp_path))
     command = kind_command(Echo)
     help_text = " ".join(CliRunner().invoke(command, ["--help"]).output.split())
-    assert "--text TEXT What to say. [required]" in help_text and "--tone [calm|loud]" in help_text
+    assert "--text TEXT What to say. [required, or swept]" in help_text and "--tone [calm|loud]" in help_text
     assert "How often. [1..3] [default: 1]" in help_text
     for args, words in ((["--text", "hi", "--times", "4"], "--times: input should be less than or equal to 3"),
                         (["--text", "x" * 21], "--text: string should have at most 20 characters"),

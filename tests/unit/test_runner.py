@@ -36,10 +36,10 @@ from genq.core.store.models import Job, utcnow
 from genq.core.store.states import JobStatus
 from genq.worker.app import make_app
 from genq.worker.dependencies import fail_chain
-from genq.worker.dispatch import job_ids_in_broker, send_queued
+from genq.worker.dispatch import job_ids_in_broker, priority_lists, send_queued
 from genq.worker.liveness import Reconciler, take_over
 from tests.faults import wait_for as wait_until
-from genq.worker.runner import JobRunner, worker_name
+from genq.worker.runner import JobRunner
 from tests.conftest import REDIS_URL, migrated
 from tests.faults import PrivatePostgres
 
@@ -100,15 +100,16 @@ class Rig:
 
     def messages(self) -> Counter:
         """Job id -> how many wake-up messages for it wait in this rig's queue."""
-        raws = self.broker.lrange(self.settings.queue, 0, -1)
+        raws = [raw for key in priority_lists(self.settings.queue) for raw in self.broker.lrange(key, 0, -1)]
         return Counter(json.loads(raw)["headers"]["id"].split(".")[0] for raw in raws)
 
     def delete_message(self, job_id: str) -> None:
         """Remove the wake-up for `job_id` from the queue, as a broker that lost it would."""
-        for raw in self.broker.lrange(self.settings.queue, 0, -1):
-            if json.loads(raw)["headers"]["id"].startswith(job_id):
-                assert self.broker.lrem(self.settings.queue, 0, raw) == 1
-                return
+        for key in priority_lists(self.settings.queue):
+            for raw in self.broker.lrange(key, 0, -1):
+                if json.loads(raw)["headers"]["id"].startswith(job_id):
+                    assert self.broker.lrem(key, 0, raw) == 1
+                    return
         raise AssertionError(f"no message for {job_id} in the queue")
 
     def events(self, job_id: str) -> list[tuple[str | None, str, str | None]]:
@@ -141,7 +142,7 @@ def make_rig(database_url: str, home: Path, monkeypatch) -> Rig:
         "GENQ_RECONCILE_INTERVAL": "3600",  # reconcile() is called by the tests, never by a thread
         "GENQ_RETRY_FOR": "5",
     })
-    store = JobStore(session_factory(make_engine(database_url)))
+    store = JobStore(session_factory(make_engine(database_url)), settings.queue_for)
     app = make_app(settings)
     runner = JobRunner(settings=settings, store=store, artifacts=ArtifactStore(settings.artifact_root),
                        cache=ModelCache(1), app=app)
@@ -177,14 +178,14 @@ def test_a_delivery_claims_a_queued_job_for_attempt_1_under_a_lease_set_on_the_d
 
     # Then the run held it as attempt 1, running on this worker, with a lease of GENQ_LEASE from the DB's now
     running = seen["job"]
-    assert (running.status, running.attempts, running.worker_host) == ("running", 1, worker_name())
+    assert (running.status, running.attempts, running.worker_host) == ("running", 1, rig.settings.worker_name)
     ahead = (as_utc(running.lease_until) - seen["db_now"]).total_seconds()
     assert LEASE_S - 10 <= ahead <= LEASE_S + 0.5, ahead
     # And the job ended succeeded with its result, the lease released, each step recorded once
     done = rig.store.get(job.id)
     assert (done.status, done.attempts, done.result, done.lease_until) == ("succeeded", 1, {"looked": True}, None)
-    assert rig.events(job.id) == [(None, "queued", None), ("queued", "running", worker_name()),
-                                  ("running", "succeeded", worker_name())]
+    assert rig.events(job.id) == [(None, "queued", None), ("queued", "running", rig.settings.worker_name),
+                                  ("running", "succeeded", rig.settings.worker_name)]
     assert [e.reason for e in rig.store.events(job.id)][1] == "claimed"
     assert RUNS == [(job.id, 1)]
 
@@ -273,13 +274,13 @@ def test_a_job_whose_lease_expired_is_taken_over_and_attempt_2_runs_it_to_succes
 
     # Then the job was requeued by the takeover, claimed as attempt 2 here, and ran to success
     done = rig.store.get(job.id)
-    assert (done.status, done.attempts, done.worker_host) == ("succeeded", 2, worker_name()), done.error
+    assert (done.status, done.attempts, done.worker_host) == ("succeeded", 2, rig.settings.worker_name), done.error
     assert done.result["seed"] == 7 and [i["file"] for i in done.result["images"]] == ["image-0.png"]
     assert rig.runner.artifacts.path(job.id, "image-0.png").stat().st_size > 0
     events = rig.store.events(job.id)
     assert [(e.from_status, e.to_status, e.worker) for e in events] == [
-        (None, "queued", None), ("queued", "running", LOST_WORKER), ("running", "queued", worker_name()),
-        ("queued", "running", worker_name()), ("running", "succeeded", worker_name())]
+        (None, "queued", None), ("queued", "running", LOST_WORKER), ("running", "queued", rig.settings.worker_name),
+        ("queued", "running", rig.settings.worker_name), ("running", "succeeded", rig.settings.worker_name)]
     assert events[2].reason == f"lease of {LOST_WORKER} expired (attempt 1); requeued"
     # And every log line is attempt 2's (the lost attempt wrote none)
     lines = rig.store.logs(job.id)
@@ -492,7 +493,7 @@ def test_resend_lost_resends_a_queued_job_whose_message_was_lost_and_only_that_o
     rig.delete_message(lost.id)
     assert rig.messages() == Counter({kept.id: 1})
     # And both wake-ups are older than GENQ_RESEND_AFTER
-    wait_until(lambda: set(rig.store.queued_unsent_since(RESEND_AFTER_S)) == {lost.id, kept.id}, 20,
+    wait_until(lambda: {job_id for job_id, _ in rig.store.queued_unsent_since(RESEND_AFTER_S)} == {lost.id, kept.id}, 20,
                "both sends to be older than GENQ_RESEND_AFTER")
     kept_sent = rig.store.get(kept.id).last_sent_at
     lost_sent = rig.store.get(lost.id).last_sent_at
@@ -573,7 +574,7 @@ def test_resend_lost_resends_a_queued_job_whose_message_was_taken_by_a_consumer_
     assert job.id in job_ids_in_broker(rig.app, rig.settings.queue)  # only in the dead consumer's unacked hash
     assert rig.store.get(job.id).status == "queued"
     # And both its send and that delivery are older than GENQ_RESEND_AFTER
-    wait_until(lambda: rig.store.queued_unsent_since(RESEND_AFTER_S) == [job.id], 20, "the send to age")
+    wait_until(lambda: [job_id for job_id, _ in rig.store.queued_unsent_since(RESEND_AFTER_S)] == [job.id], 20, "the send to age")
     [delivered] = [rig.broker.zscore("unacked_index", tag) for tag, raw in rig.broker.hgetall("unacked").items()
                    if json.loads(raw)[2] == rig.settings.queue]
     wait_until(lambda: time.time() - delivered > RESEND_AFTER_S + 0.2, 20, "the delivery to age")
