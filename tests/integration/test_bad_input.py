@@ -1,6 +1,8 @@
 """Every bad input through the real CLI: exit 2, one clear line on stderr, and nothing stored."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -67,10 +69,11 @@ def test_bad_input_is_refused_with_one_line_and_nothing_stored(genq, tmp_path, t
     assert stored == 2
     values = {"{job}": job[:8], "{sd_job}": sd_job[:8], "{outside_root}": str(outside)}
 
+    cases = [([values.get(arg, arg) for arg in args], words) for args, words in BAD_SUBMITS]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # one client process per case, two at a time
+        results = list(pool.map(lambda case: genq.client("submit", *case[0], check=False), cases))
     problems = []
-    for args, words in BAD_SUBMITS:
-        args = [values.get(arg, arg) for arg in args]
-        result = genq.client("submit", *args, check=False)
+    for (args, words), result in zip(cases, results):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         shown = " ".join(args)[:80]
         if result.returncode != 2:

@@ -84,7 +84,7 @@ def test_bad_input_exits_2_and_stores_nothing(genq, args):
 def test_a_job_submitted_while_the_broker_is_down_runs_once_it_is_back(genq):
     # Given a broker that cannot be reached at submit
     result = genq.client("submit", "train-vae", "--epochs", "1", "--train-limit", "256", "--capacity", "4",
-                         check=False, env={"GENQ_BROKER_URL": "redis://127.0.0.1:1/0"})
+                         check=False, env={"GENQ_BROKER_URL": "redis://127.0.0.1:1/0", "GENQ_RETRY_FOR": "1"})
     # Then the job is stored queued, the user is told in one line, and nothing is lost
     assert result.returncode == 0
     assert "broker" in result.stderr and len(result.stderr.strip().splitlines()) == 1
