@@ -51,6 +51,8 @@ def test_a_high_priority_job_submitted_behind_fifty_low_priority_ones_starts_nex
         store.request_cancel(job.id)
 
 
+# Routing is the broker's; the store only keeps the queue's name, which the priority test covers on both stores.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_job_on_another_queue_waits_for_a_worker_that_consumes_it(genq, model):
     queue = genq.env["GENQ_QUEUE"]
     other = f"{queue}-cpu"

@@ -55,6 +55,8 @@ def forget_unacked(queue: str) -> None:
     broker.close()
 
 
+# The registry's SQL runs on both stores in tests/unit/test_registry.py; supervising is the same on either.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_two_supervised_workers_share_jobs_survive_a_kill_and_stop_on_sigterm(genq, tiny_model):
     genq.env.update(SUPERVISED)
     genq.env.pop("GENQ_WORKER_NAME", None)
