@@ -38,7 +38,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/devic
 
 # the CUDA-graph step trains like the eager one; a job resumes on the GPU (no SQL/Celery here: --noconftest)
 python3 -m pytest -q -p no:cacheprovider --noconftest tests/unit/test_vae_cuda.py 2>&1 | tee "$out/tests.txt"
-python3 bench/vae_epoch.py --device cuda --data-root "$GENQ_DATA_ROOT" 2>&1 | tee "$out/vae_epoch.txt"
+python3 -m bench.vae_epoch --device cuda --data-root "$GENQ_DATA_ROOT" 2>&1 | tee "$out/vae_epoch.txt"
 python3 -m bench.sd --device cuda --size full 2>&1 | tee "$out/sd.txt"
 # one worker, 32 one-image jobs of SD-1.5 size, batched across jobs against one at a time (embedded broker)
 python3 -m bench.sd_queue --device cuda --size full 2>&1 | tee "$out/sd_queue.txt"

@@ -17,16 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
-
-from genq.core.sd.generate import generate
-from genq.core.sd.loading import Components, prepare, dtype_for, load_components
-from genq.core.sd.schedulers import make_scheduler
-from genq.core.sd.tiny import SD15_SCHEDULER, make_tiny_model, make_tokenizer
-
 PROMPT = "a photo of an astronaut riding a horse on the moon, high quality, detailed"
 NEGATIVE = "blurry, lowres, ugly"
 BATCH_SIZES = (1, 8)
@@ -35,6 +25,12 @@ SIDE = {"full": 512, "tiny": 64}
 
 def full_size_components(device: torch.device) -> Components:
     """SD-1.5-sized modules with random weights, built directly on `device` in its dtype."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from genq.core.sd.loading import Components, dtype_for, prepare
+    from genq.core.sd.tiny import SD15_SCHEDULER, make_tokenizer
+
     dtype = dtype_for(device)
     tokenizer = make_tokenizer()  # any CLIP BPE tokenizer: its ids stay below the text encoder's vocabulary
     text_config = CLIPTextConfig(
@@ -76,14 +72,26 @@ def median_seconds(first, second, repeats: int) -> tuple[float, float]:
     return statistics.median(t for t, _ in times), statistics.median(t for _, t in times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.sd", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                        help="default: cuda when there is one, else cpu")
     parser.add_argument("--size", default=None, choices=("full", "tiny"), help="default: full on cuda, tiny on cpu")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scheduler", default="dpm++")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+
+    import numpy as np  # after the arguments: --help needs neither torch nor diffusers
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from genq.core.sd.generate import generate
+    from genq.core.sd.loading import load_components
+    from genq.core.sd.schedulers import make_scheduler
+    from genq.core.sd.tiny import make_tiny_model
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     size = args.size or ("full" if args.device == "cuda" else "tiny")
     device = torch.device(args.device)
     side = SIDE[size]

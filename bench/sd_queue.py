@@ -59,8 +59,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.queue import (REDIS_URL, REPO, epoch, interrupted, log_tail, private_queue, start_worker,
-                         wait_finished)
+from bench.queue_overhead import (REDIS_URL, REPO, epoch, interrupted, log_tail, private_queue, start_worker,
+                                  wait_finished)
 
 SIDE = {"tiny": 64, "full": 512}
 DEFAULT_STEPS = 30  # SD's own default, for both sizes
@@ -154,14 +154,13 @@ def submit_round(rt, model: Path, args, first: int, count: int) -> list[str]:
     their wake-ups: all are queued in SQL before a worker hears of the first."""
     from genq.core.kinds import kind_class
     from genq.core.params import parse
-    from genq.worker.dispatch import send_queued
 
     cls = kind_class("sd")
     specs = [parse(cls, dict(prompt=f"prompt {i}", negative=NEGATIVE, steps=args.steps, width=args.side,
                              height=args.side, seed=i, model=str(model)), rt.settings)
              for i in range(first, first + count)]
     job_ids = [rt.store.create(spec).id for spec in specs]
-    send_queued(rt.app, rt.store, job_ids)
+    rt.client.lifecycle.wake(job_ids)
     return job_ids
 
 
@@ -308,7 +307,7 @@ def fleet_check(args, options: tuple[str, ...] = ("--gpus", str(FLEET_GPUS)), de
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.sd_queue", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=("tiny", "full"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="GENQ_DEVICE of the workers")
     parser.add_argument("--jobs", type=int, default=32, help="one-image jobs per timed round")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from bench.queue import POSTGRES_ADMIN_URL, REDIS_URL, postgres_database, private_queue
+from bench.queue_overhead import POSTGRES_ADMIN_URL, REDIS_URL, postgres_database, private_queue
 from bench.sd_queue import broker
 
 
@@ -34,12 +34,12 @@ def client_for(database_url: str, redis_url: str, queue: str, home: Path):
     env = {"GENQ_HOME": str(home), "GENQ_DATABASE_URL": database_url, "GENQ_BROKER_URL": redis_url,
            "GENQ_QUEUE": queue, "GENQ_DATA_ROOT": str(home / "data"), "GENQ_MAX_SWEEP": "1000000"}
     client = Client(load_settings(env))
-    client.store, client.app  # connect before timing
+    client.store, client.lifecycle.app  # connect before timing
     return client
 
 
 def messages_waiting(redis_url: str, queue: str) -> int:
-    from genq.worker.dispatch import priority_lists
+    from genq.core.broker import priority_lists
 
     connection = redis.Redis.from_url(redis_url)
     try:
@@ -75,7 +75,7 @@ def bench_store(stack: contextlib.ExitStack, store: str, args, redis_url: str, t
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.submit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--repeats", type=int, default=3)

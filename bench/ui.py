@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from bench.queue import POSTGRES_ADMIN_URL, postgres_database
+from bench.queue_overhead import POSTGRES_ADMIN_URL, postgres_database
 
 KINDS = ("sd", "train-vae", "sample-vae", "interpolate")
 STATES = ("succeeded", "succeeded", "succeeded", "failed", "cancelled", "queued", "running")
@@ -135,7 +135,7 @@ def bench_store(stack: contextlib.ExitStack, store: str, args, tmp: Path) -> tup
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.ui", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--metrics", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=21)

@@ -6,30 +6,21 @@ DataLoader of batch 128, `.item()` every step. The project's loop is `core.vae.t
 After a warm-up each loop runs --repeats epochs, interleaved; the medians are reported, and the last
 line is `ratio: X.XX` (seed time / ours).
 
-    python bench/vae_epoch.py [--device cpu|cuda] [--train-limit N] [--data-root PATH] [--threads N]
+    python -m bench.vae_epoch [--device cpu|cuda] [--train-limit N] [--data-root PATH] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from genq.core.kinds.train_vae import TrainVAE  # noqa: E402
-from genq.core.vae.data import default_data_root, load_mnist  # noqa: E402
-from genq.core.vae.loss import vae_loss  # noqa: E402
-from genq.core.vae.train import Trainer, setup_training  # noqa: E402
-
 SEED_WARMUP_BATCHES = 5
 
 
 def seed_loader(data_root: Path, limit: int | None, batch_size: int) -> torch.utils.data.DataLoader:
+    import torch
     from torchvision.datasets import MNIST
     from torchvision.transforms import ToTensor
 
@@ -41,6 +32,8 @@ def seed_loader(data_root: Path, limit: int | None, batch_size: int) -> torch.ut
 
 def seed_epoch(model, optimizer, loader, device, max_batches: int | None = None) -> float:
     """The seed's training loop, one epoch: returns its "average reconstruction error"."""
+    from genq.core.vae.loss import vae_loss
+
     model.train()
     train_loss, num_batches = 0.0, 0
     for image_batch, _ in loader:
@@ -58,6 +51,8 @@ def seed_epoch(model, optimizer, loader, device, max_batches: int | None = None)
 
 
 def timed(fn, device: torch.device) -> tuple[float, object]:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
@@ -67,17 +62,25 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
     return time.perf_counter() - started, value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.vae_epoch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--train-limit", type=int, default=None, help="train on the first N images (default: all 60,000)")
-    parser.add_argument("--data-root", type=Path, default=default_data_root(REPO))
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="MNIST's folder (default: $GENQ_DATA_ROOT, else the checkout's sibling shared/data)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each loop (median reported)")
     parser.add_argument("--capacity", type=int, default=64)
     parser.add_argument("--latent-dims", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads for both loops (default: torch's)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
+    import torch  # after the arguments: --help needs neither torch nor genq's VAE
+
+    from genq.core.kinds.train_vae import TrainVAE
+    from genq.core.vae.data import default_data_root, load_mnist
+    from genq.core.vae.train import Trainer, setup_training
+
+    data_root = args.data_root or default_data_root(REPO)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -88,9 +91,9 @@ def main() -> None:
     seed_model, seed_optimizer, _ = setup_training(spec, 0, device)
     if device.type == "cuda":  # the seed's Adam is the plain one
         seed_optimizer = torch.optim.Adam(seed_model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    loader = seed_loader(args.data_root, spec.train_limit, spec.batch_size)
+    loader = seed_loader(data_root, spec.train_limit, spec.batch_size)
     model, optimizer, generator = setup_training(spec, 0, device)
-    images = load_mnist(args.data_root, train=True, device=device, limit=spec.train_limit).images
+    images = load_mnist(data_root, train=True, device=device, limit=spec.train_limit).images
     trainer = Trainer(model, optimizer, images, spec.batch_size, spec.beta, generator)
     print(f"{images.size(0)} training images, {len(loader)} batches per epoch")
 

@@ -21,11 +21,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import psutil
 
-from genq.core.config import BROKER_PASSWORD_FILE, LOCAL_BROKER_HOSTS, Settings, redact_url
+from genq.core.config import (BROKER_PASSWORD_FILE, LOCAL_BROKER_HOSTS, Settings, redact_url, url_password,
+                              url_with_password, url_without_password)
 from genq.core.store.artifacts import write_atomically
 
 LOCAL_HOSTS = LOCAL_BROKER_HOSTS
@@ -87,7 +88,7 @@ def broker_answers(url: str, timeout: float = 1.0) -> bool:
     import redis
 
     try:
-        return _ping(_without_password(url), timeout) or True
+        return _ping(url_without_password(url), timeout) or True
     except redis.exceptions.AuthenticationError:
         return True  # it answers; it wants a password
     except redis.exceptions.RedisError:
@@ -208,10 +209,8 @@ def _broker_password(settings: Settings) -> tuple[str, str]:
     """The password the embedded broker will require, and where it is kept: the URL's when it carries
     one (GENQ_BROKER_URL's own, or the home's password file that load_settings put there), else a new
     one in the home's password file (0600)."""
-    parts = urlsplit(settings.broker_url)
     path = password_file(settings)
-    if parts.password is not None:
-        password = unquote(parts.password)
+    if (password := url_password(settings.broker_url)) is not None:
         try:
             from_file = path.read_text().strip() == password
         except OSError:
@@ -220,13 +219,6 @@ def _broker_password(settings: Settings) -> tuple[str, str]:
     password = secrets.token_urlsafe(32)
     write_private_file(path, password + "\n")
     return password, str(path)
-
-
-def _url_with_password(url: str, password: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is not None:
-        return url
-    return parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}").geturl()
 
 
 def start_broker(settings: Settings) -> str:
@@ -264,7 +256,7 @@ def start_broker(settings: Settings) -> str:
         process.stdin.close()
     except BrokenPipeError:
         pass
-    authenticated = _url_with_password(url, password)
+    authenticated = url_with_password(url, password)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not broker_answers(url):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -277,13 +269,6 @@ def start_broker(settings: Settings) -> str:
     if (refusal := broker_refusal(authenticated)) is not None:
         raise RuntimeError(f"the embedded broker refuses its own password ({refusal}); see {runs / 'broker.log'}")
     return f"broker: started the embedded valkey-server on 127.0.0.1:{port} (data in {data_dir}, password in {kept_in})"
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def start_worker(settings: Settings) -> str:

@@ -6,7 +6,7 @@ import re
 import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 # `client up` keeps the embedded broker's password here (0600); every genq process of the home uses it
@@ -93,6 +93,32 @@ def redact_url(value: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+# -- the password inside a URL, `scheme://[user][:password]@host/...` (load_settings, `client up`) -----------
+def url_password(url: str) -> str | None:
+    """The URL's password, percent-decoded; None when it names none."""
+    password = urlsplit(url).password
+    return None if password is None else unquote(password)
+
+
+def url_with_password(url: str, password: str) -> str:
+    """`scheme://host/...` -> `scheme://:password@host/...` (the password percent-encoded; a user name
+    the URL gives is kept before it). A URL that already names a password is returned as is."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return url
+    user, _, hostport = parts.netloc.rpartition("@")  # without "@": no user, the whole netloc
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hostport}"))
+
+
+def url_without_password(url: str) -> str:
+    """The URL without its credentials (`user:password@` goes, user name included): as a client that
+    sends none would use it."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def _broker_url(env: dict[str, str], home: Path) -> str:
     """GENQ_BROKER_URL, or the default; a local URL without credentials gets the password of the
     broker `client up` started for this home (GENQ_HOME/broker/password), when there is one."""
@@ -106,7 +132,7 @@ def _broker_url(env: dict[str, str], home: Path) -> str:
         return url
     if not password:
         return url
-    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
+    return url_with_password(url, password)
 
 
 def _number(env: dict[str, str], name: str, default: float, cast=float):

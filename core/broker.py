@@ -1,7 +1,9 @@
-"""Wake-up messages: only a job's id, a disposable hint that SQL has work; losing one loses nothing.
+"""The broker side of genq: the Celery app, and the wake-up messages sent through it.
 
+A wake-up carries only a job's id: a disposable hint that SQL has work; losing one loses nothing.
 Each message's Celery task id starts with the job id, so the reconciler can list which jobs have a
-message in the broker (waiting in the queue, or delivered and not yet acknowledged).
+message in the broker (waiting in the queue, or delivered and not yet acknowledged). The app is
+configured for long GPU jobs (see GUIDE.md, "Pitfalls").
 """
 from __future__ import annotations
 
@@ -14,12 +16,38 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from genq.core.config import redact_url
-from genq.core.store.jobs import JobStore
-from genq.worker.app import PRIORITY_SEPARATOR, PRIORITY_STEPS, RUN_JOB_TASK
-from genq.worker.retry import retrying
+from genq.core.config import Settings, load_settings, redact_url
 
-log = logging.getLogger("genq.dispatch")
+log = logging.getLogger("genq.broker")
+
+PRIORITY_SEPARATOR = ":"  # kombu's Redis transport option `sep`: priority lists are `<queue>:<n>`
+PRIORITY_STEPS = list(range(10))  # kombu's Redis transport option `priority_steps`: one list per priority
+
+RUN_JOB_TASK = "genq.run_job"
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or load_settings()
+    app = Celery("genq", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # status lives in SQL, never in Celery's result backend
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue,  # every send names the job's own queue (publish, below)
+        # Priorities on Redis: one list per priority step, the list of step 0 popped first.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  "priority_steps": PRIORITY_STEPS, "sep": PRIORITY_SEPARATOR},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    app.genq_settings = settings
+    return app
+
 
 PUBLISH_BATCH = 500  # messages per pipelined round trip
 UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged messages
@@ -50,16 +78,6 @@ def task_message(app: Celery, job_id: str):
     starts with the job id (reprs given: the default repr of the args costs more than the rest)."""
     return app.amqp.create_task_message(f"{job_id}.{uuid.uuid4().hex[:8]}", RUN_JOB_TASK, [job_id], {},
                                         argsrepr=repr([job_id]), kwargsrepr="{}")
-
-
-def send_queued(app: Celery, store: JobStore, job_ids: list[str], retry_for_s: float = 0.0) -> None:
-    """Wake a worker for each of these queued jobs, on its queue at its priority, and record when."""
-    if not job_ids:
-        return
-    routes = retrying(lambda: store.routes(job_ids), retry_for_s, "reading where jobs go")
-    what = f"sending job {job_ids[0]}" if len(job_ids) == 1 else f"sending {len(job_ids)} jobs"
-    retrying(lambda: publish(app, job_ids, routes), min(retry_for_s, SEND_RETRY_S), what)
-    retrying(lambda: store.mark_sent(job_ids), retry_for_s, "recording sends")
 
 
 def publish(app: Celery, job_ids: list[str], routes: dict[str, tuple[str, int]]) -> None:

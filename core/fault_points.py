@@ -1,8 +1,9 @@
-"""Fault-injection points for the soak and the lifecycle tests; inert unless a test asks.
+"""Fault-injection points for the soak and the lifecycle tests: imported only when a test asks.
 
 With GENQ_TEST_PAUSE_AT set to a point's name, the process writes the job id to the file named by
 GENQ_TEST_PAUSE_FILE and sleeps there until it is killed: a test can kill it in that exact window.
 With GENQ_TEST_PAUSE_S too, it goes on after that many seconds: a test can break something under it.
+The lifecycle engine imports this module only when GENQ_TEST_PAUSE_AT is set (see lifecycle.fault_point).
 """
 from __future__ import annotations
 

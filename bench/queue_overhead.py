@@ -1,6 +1,6 @@
 """genq's per-job overhead, submit to terminal in SQL, against a raw Celery round trip on the same Redis.
 
-    python -m bench.queue [--jobs 200] [--stores sqlite,postgresql]
+    python -m bench.queue_overhead [--jobs 200] [--stores sqlite,postgresql]
 
 Per store (a temp SQLite file; a fresh PostgreSQL database, dropped after): one real `genq-worker`
 (solo pool, GENQ_TORCH_THREADS=1) on a private queue, its model cache warmed by one job; then --jobs
@@ -13,7 +13,7 @@ prefetch 1) running a no-op task whose result goes to Redis, --jobs messages sen
 trip per job = the gap between consecutive results' date_done.
 `submit ms` is the client's time per submit: below the per-job wall time, the worker sets the pace.
 Last line: `ratio: <store> X.X, ...`, median overhead / median raw round trip (how many raw Celery
-round trips a genq job costs). Run it with -m: as a script, bench/ would shadow the stdlib `queue`.
+round trips a genq job costs). Run it with -m from the repository root, like every benchmark.
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def genq_overheads(stack, args, store: str, model: Path, tmp: Path) -> tuple[lis
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.queue_overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--stores", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--redis", default=REDIS_URL, help="default: GENQ_TEST_REDIS_URL or the local Redis")
@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="genq-bench-")))
         model = make_tiny_model(tmp / "tiny-sd")
         queue = private_queue(stack, args.redis, "raw")
-        start_worker(stack, [sys.executable, "-m", "bench.queue", "--redis", args.redis, "--baseline-worker", queue],
+        start_worker(stack, [sys.executable, "-m", "bench.queue_overhead", "--redis", args.redis,
+                             "--baseline-worker", queue],
                      dict(os.environ), tmp / "celery-worker.log")
         app = baseline_app(args.redis, queue)
         print(f"{args.jobs} jobs per store: sd, 1 step, 64x64, tiny model; one worker process each; "

@@ -1,0 +1,1 @@
+"""Benchmarks, each run from the repository root as `python -m bench.NAME` (figures in BENCHMARKS.md)."""
