@@ -1,16 +1,17 @@
-"""PNG figures: image grids and labelled strips with Pillow, line charts with matplotlib.
+"""PNG figures: image grids (plain, or labelled with a title) with Pillow, line charts with matplotlib.
 
 matplotlib is used only through its object-oriented API (a Figure on an Agg canvas, never pyplot), so
 charts draw in worker threads without a display; it is imported on first use because the import is slow."""
 from __future__ import annotations
 
 import io
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
 if TYPE_CHECKING:
@@ -26,6 +27,13 @@ DPI = 100
 MARKED_POINTS_LIMIT = 40  # longer lines are drawn without a marker on each point
 LEGEND_INSIDE_LIMIT = 6  # a longer legend goes to the right of the axes
 FONT_SIZE = 13
+TITLE_FONT_SIZE = FONT_SIZE + 3
+GRID_PADDING = 4  # white between the cells of a labelled grid
+MARGIN = 6  # around its labels
+ROW_LABEL_MAX_WIDTH = 220
+PLACEHOLDER_GRAY = 128
+PLACEHOLDER_SIZE = (256, 256)  # cell size when no cell has an image
+ELLIPSIS = "…"
 
 
 def font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
@@ -73,27 +81,93 @@ def grid(images: Sequence[Image.Image], columns: int, padding: int = 2, backgrou
     return to_pil_image(make_grid(tiles, nrow=columns, padding=padding, pad_value=background)).convert(mode)
 
 
-def labelled_rows(rows: Sequence[Sequence[Image.Image]], row_labels: Sequence[str] = (),
-                  column_labels: Sequence[str] = (), padding: int = 4) -> Image.Image:
-    """A table of equal-size images on white: optional labels left of each row and under each column."""
-    w, h = rows[0][0].size
+def square_grid(images: Sequence[Image.Image]) -> Image.Image:
+    """The images in a near-square grid, row by row, with no gaps."""
+    return grid(images, columns=math.ceil(math.sqrt(len(images))), padding=0, background=0)
+
+
+def labelled_grid(cells: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str] = (),
+                  column_labels: Sequence[str] = (), *, title: str | None = None) -> Image.Image:
+    """Images in rows and columns on white; optional labels left of the rows and above the columns, and a title.
+
+    A missing image (None) is a gray cell; images are resized to the first image's size."""
+    _check_grid_shape(cells, row_labels, column_labels)
+    cell_size = next((image.size for row in cells for image in row if image is not None), PLACEHOLDER_SIZE)
+    tiles = [_cell_image(image, cell_size) for row in cells for image in row]
+    sheet = grid(tiles, columns=len(cells[0]), padding=GRID_PADDING, background=255)
+    if len(tiles) == 1:  # make_grid returns a lone image as it is, without the padding around it
+        sheet = ImageOps.expand(sheet, border=GRID_PADDING, fill=BACKGROUND)
+    return _add_labels(sheet, cell_size, row_labels, column_labels, title)
+
+
+def _check_grid_shape(cells: Sequence[Sequence[object]], row_labels: Sequence[str],
+                      column_labels: Sequence[str]) -> None:
+    if not cells or not cells[0]:
+        raise ValueError("the image grid has no cells")
+    if row_labels and len(row_labels) != len(cells):
+        raise ValueError(f"{len(row_labels)} row labels for {len(cells)} rows of images")
+    columns = len(column_labels) if column_labels else len(cells[0])
+    for index, row in enumerate(cells):
+        if len(row) != columns:
+            what = f"{columns} column labels" if column_labels else f"{columns} images in row 0"
+            raise ValueError(f"row {index} has {len(row)} images but there are {what}")
+
+
+def _cell_image(image: Image.Image | None, size: tuple[int, int]) -> Image.Image:
+    if image is None:
+        return _placeholder(size)
+    image = image.convert("RGB")
+    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def _placeholder(size: tuple[int, int]) -> Image.Image:
+    tile = Image.new("RGB", size, (PLACEHOLDER_GRAY,) * 3)
     text = font()
-    label_w = max((int(text.getlength(s)) for s in row_labels), default=0)
-    label_w = label_w + 2 * padding if label_w else 0
-    caption_h = FONT_SIZE + 2 * padding if column_labels else 0
-    columns = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (label_w + columns * (w + padding) + padding, len(rows) * (h + padding) + padding + caption_h), BACKGROUND)
+    if text.getlength("no image") < size[0] - 2 * MARGIN:
+        ImageDraw.Draw(tile).text((size[0] // 2, size[1] // 2), "no image", fill=(90, 90, 90), font=text, anchor="mm")
+    return tile
+
+
+def _add_labels(grid_image: Image.Image, cell_size: tuple[int, int], row_labels: Sequence[str],
+                column_labels: Sequence[str], title: str | None) -> Image.Image:
+    if not (row_labels or column_labels or title):
+        return grid_image
+    text, title_font = font(), font(TITLE_FONT_SIZE)
+    row_texts = [_fit(label, text, ROW_LABEL_MAX_WIDTH) for label in row_labels]
+    column_texts = [_fit(label, text, cell_size[0]) for label in column_labels]
+    label_width = max(int(math.ceil(text.getlength(label))) for label in row_texts) + 2 * MARGIN if row_texts else 0
+    column_band = FONT_SIZE + 2 * MARGIN if column_texts else 0
+    title_band = TITLE_FONT_SIZE + 2 * MARGIN if title else 0
+    sheet = Image.new("RGB", (label_width + grid_image.width, title_band + column_band + grid_image.height), BACKGROUND)
+    grid_top = title_band + column_band
+    sheet.paste(grid_image, (label_width, grid_top))
     draw = ImageDraw.Draw(sheet)
-    for r, row in enumerate(rows):
-        top = padding + r * (h + padding)
-        if r < len(row_labels):
-            draw.text((padding, top + h // 2), row_labels[r], fill=INK, font=text, anchor="lm")
-        for c, image in enumerate(row):
-            sheet.paste(image.convert("RGB"), (label_w + padding + c * (w + padding), top))
-    for c, caption in enumerate(column_labels):
-        x = label_w + padding + c * (w + padding) + w // 2
-        draw.text((x, sheet.height - caption_h + padding), caption, fill=INK, font=text, anchor="mt")
+    if title:
+        draw.text((sheet.width // 2, MARGIN), _fit(title, title_font, sheet.width - 2 * MARGIN),
+                  fill=INK, font=title_font, anchor="mt")
+    cell_width, cell_height = cell_size
+    for index, label in enumerate(column_texts):
+        center = label_width + GRID_PADDING + index * (cell_width + GRID_PADDING) + cell_width // 2
+        draw.text((center, grid_top - MARGIN), label, fill=INK, font=text, anchor="md")
+    for index, label in enumerate(row_texts):
+        middle = grid_top + GRID_PADDING + index * (cell_height + GRID_PADDING) + cell_height // 2
+        draw.text((MARGIN, middle), label, fill=INK, font=text, anchor="lm")
     return sheet
+
+
+def _fit(label: str, text_font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: float) -> str:
+    """`label` on one line, cut short with an ellipsis where it is wider than `max_width` pixels."""
+    label = " ".join(label.split())
+    if text_font.getlength(label) <= max_width:
+        return label
+    low, high = 0, len(label)  # the longest prefix that fits with the ellipsis
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text_font.getlength(label[:middle].rstrip() + ELLIPSIS) <= max_width:
+            low = middle
+        else:
+            high = middle - 1
+    return label[:low].rstrip() + ELLIPSIS
 
 
 @dataclass

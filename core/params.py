@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Annotated, Any, ClassVar
+from types import MappingProxyType
+from typing import Annotated, Any, Callable, ClassVar, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,22 +79,48 @@ class JobParams(BaseModel):
     # "module:function" running several jobs of the kind as one batch: (params, ctx) pairs in, an
     # iterator of (index, result or exception) out, each as soon as it is known. None: never batched.
     batch_function: ClassVar[str | None] = None
+    # The Settings attribute holding how many batch units (batch_images) one batch may take; None: no setting.
+    batch_budget_setting: ClassVar[str | None] = None
     # Keys of a finished job's result that a group's table shows beside the swept parameters.
     summary: ClassVar[tuple[str, ...]] = ()
+    # The artifact that pictures a job of this kind in galleries and grids; None: it has none.
+    main_picture: ClassVar[str | None] = None
+    # A group's report figures: file name -> "module:function" taking a genq.core.report.GroupView and
+    # returning PNG bytes, or None when the group has nothing to draw yet.
+    report_figures: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
     def batch_key(self) -> tuple | None:
         """Jobs with equal keys can share one batch (see batch_function)."""
         return None
 
     def batch_images(self) -> int:
-        """How much of a batch's budget (GENQ_SD_MAX_BATCH) this job takes."""
+        """How many units of a batch's budget (batch_budget) this job takes."""
         return 1
+
+    @classmethod
+    def batch_budget(cls, settings: Settings) -> int:
+        """The batch units one batch of this kind may hold: 1 when the kind does not batch."""
+        if cls.batch_function is None or cls.batch_budget_setting is None:
+            return 1
+        return max(1, int(getattr(settings, cls.batch_budget_setting)))
 
     def with_seed(self) -> "JobParams":
         """A copy whose `seed` is set (randomly when it was not given), so the job records what it ran with."""
         if "seed" in type(self).model_fields and getattr(self, "seed") is None:
-            return self.replace(seed=random_seed())
+            return self.replace(seed=self.seed_or_random())
         return self
+
+    def seed_or_random(self, log: Callable[[str], Any] | None = None) -> int:
+        """The job's seed, else a random one, told to `log`: the one place genq picks a missing seed.
+
+        Submitting records the seed (with_seed); a run still meets none when its job was stored
+        without one, or when its run function is called directly."""
+        seed = getattr(self, "seed", None)
+        if seed is None:
+            seed = random_seed()
+            if log is not None:
+                log(f"no seed given; using seed {seed}")
+        return seed
 
     def replace(self, **changes: Any) -> "JobParams":
         """A validated copy with some parameters changed."""
@@ -139,3 +166,61 @@ def spec_error(exc: ValidationError) -> SpecError:
         return SpecError(f"unknown parameter {field!r}")
     got = "" if error["type"] in ("missing", "value_error") else f", got {short_repr(error.get('input'))}"
     return SpecError(f"{message}{got}", field)
+
+
+# -- a parameter's declaration, read for the CLI's options and the dashboard's form -----------------------
+import types
+import typing
+
+import annotated_types
+from pydantic.fields import FieldInfo
+
+PARAMETER_TYPES = (int, float, str)
+
+
+def _without_none(annotation: Any) -> Any:
+    """`X | None` is X."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+def parameter_choices(annotation: Any) -> tuple[str, ...]:
+    """The values a `Literal[...]` parameter may take, as text; () for any other parameter."""
+    annotation = _without_none(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return tuple(str(choice) for choice in typing.get_args(annotation))
+    return ()
+
+
+def parameter_base_type(annotation: Any) -> type:
+    """int, float or str: what a parameter's text is converted to (a choice stays text)."""
+    annotation = _without_none(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return str
+    if annotation not in PARAMETER_TYPES:
+        raise TypeError(f"a parameter is an int, a float, a str or a Literal of them, not {annotation!r}")
+    return annotation
+
+
+def range_text(field: FieldInfo) -> str:
+    """The declared bounds and step, as ` [1..10, multiple of 8]`; '' when there are none."""
+    low = high = multiple = None
+    for rule in field.metadata:
+        if isinstance(rule, (annotated_types.Ge, annotated_types.Gt)):
+            low = f"{rule.ge}" if isinstance(rule, annotated_types.Ge) else f">{rule.gt}"
+        elif isinstance(rule, (annotated_types.Le, annotated_types.Lt)):
+            high = f"{rule.le}" if isinstance(rule, annotated_types.Le) else f"<{rule.lt}"
+        elif isinstance(rule, annotated_types.MultipleOf):
+            multiple = rule.multiple_of
+    parts = []
+    if low is not None or high is not None:
+        parts.append(f"{low or ''}..{high or ''}")
+    if multiple is not None:
+        parts.append(f"multiple of {multiple}")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+def parameter_help(field: FieldInfo) -> str:
+    """The declaration's description followed by its range."""
+    return (field.description or "") + range_text(field)

@@ -1,22 +1,22 @@
-"""Figures for a sweep group's comparison report: plain data in, PNG bytes out.
+"""A sweep group's comparison report: the view of a group that a kind's figures draw from, and their charts.
 
-Nothing here reads the database or the artifact store; the report gathers the jobs' numbers and images
-and passes them in. torch/torchvision and matplotlib are imported on first use (their imports are slow).
+A kind names its figures in `JobParams.report_figures`; each is a function of a `GroupView` that returns
+PNG bytes (or None when the group has nothing to draw yet). Nothing here reads the database or the artifact
+store: the view's caller does. matplotlib is imported on first use (its import is slow).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Real
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
-
-from genq.core.images import (BACKGROUND, FONT_SIZE, INK, Chart, Series, figure_image, font, line_chart, plain_text,
-                              png_bytes, series_style)
+from genq.core.images import ELLIPSIS, Chart, Series, figure_image, line_chart, plain_text, png_bytes, series_style
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from PIL import Image
 
 CURVES_SIZE = (900, 520)
 SUBPLOT_SIZE = (400, 340)
@@ -25,13 +25,26 @@ SUPTITLE_HEIGHT = 30
 LOG_SCALE_RATIO = 100  # positive numeric values spanning this factor or more get a log axis
 CATEGORY_LABEL_CHARS = 18
 
-PLACEHOLDER_GRAY = 128
-PLACEHOLDER_SIZE = (256, 256)  # cell size when no cell has an image
-GRID_PADDING = 4
-MARGIN = 6
-ROW_LABEL_MAX_WIDTH = 220
-TITLE_FONT_SIZE = FONT_SIZE + 3
-ELLIPSIS = "…"
+
+@dataclass(frozen=True)
+class GroupView:
+    """A sweep group as a kind's report figures see it, whatever the kind."""
+
+    title: str  # the group's name, else the start of its id
+    swept: Sequence[str]  # the swept parameters, in sweep order
+    # One line per job in sweep order, as `client group` prints it: id, swept values, status, seconds, the kind's summary.
+    table: Sequence[Mapping[str, Any]]
+    params: Mapping[str, Mapping[str, Any]]  # job id -> its parameters
+    metrics: Callable[[str], Mapping[str, Sequence[tuple[int, float]]]]  # job id -> each metric's (step, value) points
+    picture: Callable[[str], "Image.Image | None"]  # job id -> its kind's main picture; None when it has none
+
+
+ReportFigure = Callable[[GroupView], "bytes | None"]
+
+
+def point_label(point: Mapping[str, Any], names: Sequence[str]) -> str:
+    """"beta=0.5, seed=3": a job's values of `names` (its table line or its parameters); "all" without names."""
+    return ", ".join(f"{name}={point.get(name)}" for name in names) or "all"
 
 
 # Loss curves
@@ -145,94 +158,3 @@ def _label_categories(axes: Axes, values: Sequence[str]) -> None:
 
 def _shorten_chars(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
-
-
-# A labelled grid of images
-
-
-def labelled_image_grid_png(cells: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str],
-                            column_labels: Sequence[str], *, title: str | None = None) -> bytes:
-    """Images in rows and columns, row labels at the left, column labels on top, an optional title above.
-
-    A missing image (None) is a gray cell; images are resized to the first image's size."""
-    _check_grid_shape(cells, row_labels, column_labels)
-    cell_size = next((image.size for row in cells for image in row if image is not None), PLACEHOLDER_SIZE)
-    grid = _image_grid(cells, cell_size, columns=len(column_labels))
-    return png_bytes(_add_labels(grid, cell_size, row_labels, column_labels, title))
-
-
-def _check_grid_shape(cells: Sequence[Sequence[object]], row_labels: Sequence[str],
-                      column_labels: Sequence[str]) -> None:
-    if not cells or not cells[0]:
-        raise ValueError("the image grid has no cells")
-    if len(row_labels) != len(cells):
-        raise ValueError(f"{len(row_labels)} row labels for {len(cells)} rows of images")
-    for index, row in enumerate(cells):
-        if len(row) != len(column_labels):
-            raise ValueError(f"row {index} has {len(row)} images but there are {len(column_labels)} column labels")
-
-
-def _image_grid(cells: Sequence[Sequence[Image.Image | None]], cell_size: tuple[int, int], columns: int) -> Image.Image:
-    from torchvision.transforms.functional import pil_to_tensor, to_pil_image
-    from torchvision.utils import make_grid
-
-    tiles = [pil_to_tensor(_cell_image(image, cell_size)) for row in cells for image in row]
-    grid = to_pil_image(make_grid(tiles, nrow=columns, padding=GRID_PADDING, pad_value=255))
-    if len(tiles) == 1:  # make_grid returns a lone image as it is, without the padding around it
-        grid = ImageOps.expand(grid, border=GRID_PADDING, fill=BACKGROUND)
-    return grid
-
-
-def _cell_image(image: Image.Image | None, size: tuple[int, int]) -> Image.Image:
-    if image is None:
-        return _placeholder(size)
-    image = image.convert("RGB")
-    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
-
-
-def _placeholder(size: tuple[int, int]) -> Image.Image:
-    tile = Image.new("RGB", size, (PLACEHOLDER_GRAY,) * 3)
-    text = font()
-    if text.getlength("no image") < size[0] - 2 * MARGIN:
-        ImageDraw.Draw(tile).text((size[0] // 2, size[1] // 2), "no image", fill=(90, 90, 90), font=text, anchor="mm")
-    return tile
-
-
-def _add_labels(grid: Image.Image, cell_size: tuple[int, int], row_labels: Sequence[str],
-                column_labels: Sequence[str], title: str | None) -> Image.Image:
-    text, title_font = font(), font(TITLE_FONT_SIZE)
-    row_texts = [_fit(label, text, ROW_LABEL_MAX_WIDTH) for label in row_labels]
-    column_texts = [_fit(label, text, cell_size[0]) for label in column_labels]
-    label_width = max(int(math.ceil(text.getlength(label))) for label in row_texts) + 2 * MARGIN
-    column_band = FONT_SIZE + 2 * MARGIN
-    title_band = TITLE_FONT_SIZE + 2 * MARGIN if title else 0
-    sheet = Image.new("RGB", (label_width + grid.width, title_band + column_band + grid.height), BACKGROUND)
-    grid_top = title_band + column_band
-    sheet.paste(grid, (label_width, grid_top))
-    draw = ImageDraw.Draw(sheet)
-    if title:
-        draw.text((sheet.width // 2, MARGIN), _fit(title, title_font, sheet.width - 2 * MARGIN),
-                  fill=INK, font=title_font, anchor="mt")
-    cell_width, cell_height = cell_size
-    for index, label in enumerate(column_texts):
-        center = label_width + GRID_PADDING + index * (cell_width + GRID_PADDING) + cell_width // 2
-        draw.text((center, grid_top - MARGIN), label, fill=INK, font=text, anchor="md")
-    for index, label in enumerate(row_texts):
-        middle = grid_top + GRID_PADDING + index * (cell_height + GRID_PADDING) + cell_height // 2
-        draw.text((MARGIN, middle), label, fill=INK, font=text, anchor="lm")
-    return sheet
-
-
-def _fit(label: str, text_font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: float) -> str:
-    """`label` on one line, cut short with an ellipsis where it is wider than `max_width` pixels."""
-    label = " ".join(label.split())
-    if text_font.getlength(label) <= max_width:
-        return label
-    low, high = 0, len(label)  # the longest prefix that fits with the ellipsis
-    while low < high:
-        middle = (low + high + 1) // 2
-        if text_font.getlength(label[:middle].rstrip() + ELLIPSIS) <= max_width:
-            low = middle
-        else:
-            high = middle - 1
-    return label[:low].rstrip() + ELLIPSIS

@@ -28,7 +28,10 @@ class SD(JobParams):
     kind = "sd"
     run_function = "genq.core.sd.job:run"
     batch_function = "genq.core.sd.job:run_batch"
+    batch_budget_setting = "sd_max_batch"  # GENQ_SD_MAX_BATCH images in one UNet batch
     summary = ("seed",)
+    main_picture = "image-0.png"
+    report_figures = {"grid.png": "genq.core.sd.report:grid_figure"}
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the picture shows.")
     negative: str | None = Field(None, max_length=MAX_PROMPT_CHARS,

@@ -14,6 +14,9 @@ class TrainVAE(JobParams):
     kind = "train-vae"
     run_function = "genq.core.vae.train:run"
     summary = ("test_loss_per_image", "test_loss_per_batch", "seed")
+    main_picture = "reconstructions.png"
+    report_figures = {"loss-curves.png": "genq.core.vae.report:loss_curves_figure",
+                      "final-loss.png": "genq.core.vae.report:final_loss_figure"}
 
     latent_dims: int = Field(2, ge=1, le=512, description="Size of the latent space.")
     capacity: int = Field(64, ge=1, le=512, description="Channels c of the first conv layer (the second has 2c).")

@@ -184,7 +184,32 @@ def decode_latents(components: Components, latents: torch.Tensor) -> np.ndarray:
     return image.cpu().permute(0, 2, 3, 1).float().numpy()
 
 
-@torch.inference_mode()
+class UNetBatch:
+    """Encoded requests as one UNet batch: iterate `steps()` to denoise, one UNet step per item, then
+    `generation(i)` decodes request i's images. The one generation path: a worker's batch of sd jobs
+    (genq.core.sd.job.run_batch) drives it, and so does `generate_batch` (and `generate`, which bench/sd.py times)."""
+
+    def __init__(self, components: Components, requests: Sequence[EncodedRequest], *, steps: int, width: int,
+                 height: int, scheduler: str, unet: torch.nn.Module | None = None) -> None:
+        self.components, self.requests, self.unet = components, list(requests), unet
+        self.settings = {"steps": steps, "width": width, "height": height, "scheduler": scheduler}
+        self.rows = row_slices([encoded.request for encoded in requests])
+        self.latents: torch.Tensor | None = None  # (N, 4, h, w) after the last step
+
+    def steps(self) -> Iterator[tuple[int, int]]:
+        """(steps done, total steps) after every UNet step; stopping early leaves the batch undecodable."""
+        for done, total, latents in denoise_batch(self.components, self.requests, unet=self.unet, **self.settings):
+            self.latents = latents if done == total else None
+            yield done, total
+
+    def generation(self, index: int) -> Generation:
+        """Request `index`'s images. One VAE call per request: a batch's decode needs no more memory than
+        its largest request alone."""
+        if self.latents is None:
+            raise RuntimeError("the batch has not been denoised to its last step")
+        return Generation(decode_latents(self.components, self.latents[self.rows[index]]), self.requests[index].warnings)
+
+
 def generate_batch(
     components: Components,
     requests: Sequence[GenerationRequest],
@@ -202,17 +227,12 @@ def generate_batch(
     """
     check_inputs(components, width, height)
     check_batch(requests)
-    encoded = [encode_request(components, request) for request in requests]
-    for done, total, latents in denoise_batch(
-        components, encoded, steps=steps, width=width, height=height, scheduler=scheduler
-    ):
+    batch = UNetBatch(components, [encode_request(components, request) for request in requests], steps=steps,
+                      width=width, height=height, scheduler=scheduler)
+    for done, total in batch.steps():
         if on_step is not None:
             on_step(done, total)
-    # One VAE call per request: a batch's decode needs no more memory than its largest job alone.
-    return [
-        Generation(decode_latents(components, latents[rows]), request.warnings)
-        for request, rows in zip(encoded, row_slices(requests))
-    ]
+    return [batch.generation(index) for index in range(len(requests))]
 
 
 def generate(

@@ -13,14 +13,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 from genq.core.cache import ModelCache
 from genq.core.context import JobContext
-from genq.core.images import png_bytes
+from genq.core.images import png_bytes, square_grid
 from genq.core.kinds.sd import SD, uses_guidance
-from genq.core.params import random_seed
-from genq.core.sd.generate import (
-    EncodedRequest, GenerationRequest, Generation, check_inputs, decode_latents, denoise_batch, encode_request,
-    row_slices,
-)
-from genq.core.sd.images import make_grid, settings_png
+from genq.core.sd.generate import EncodedRequest, Generation, GenerationRequest, UNetBatch, check_inputs, encode_request
+from genq.core.sd.png_settings import settings_png
 from genq.core.sd.loading import Components, compiled_unet, load_components
 
 JobEnd = tuple[int, "dict[str, Any] | BaseException"]  # (index into the batch's jobs, its result or what ended it)
@@ -115,13 +111,11 @@ def run_batch(jobs: Sequence[tuple[SD, JobContext]]) -> Iterator[JobEnd]:
         unet = compiled_unet(components)
         shape = _unet_input_shape(components, first, batch["images"])
         compiling = shape not in components.compiled_shapes
-    latents = None
+    unet_batch = UNetBatch(components, [m.encoded for m in members], steps=first.steps, width=first.width,
+                           height=first.height, scheduler=first.scheduler, unet=unet)
     step_started = time.perf_counter()
     try:
-        for done, total, latents in denoise_batch(
-            components, [m.encoded for m in members], steps=first.steps, width=first.width, height=first.height,
-            scheduler=first.scheduler, unet=unet,
-        ):
+        for done, total in unet_batch.steps():
             if compiling:  # the compiled UNet's first call for this shape: compiling is most of it
                 compiling = False
                 components.compiled_shapes.add(shape)
@@ -136,12 +130,11 @@ def run_batch(jobs: Sequence[tuple[SD, JobContext]]) -> Iterator[JobEnd]:
         return
 
     # Each remaining job decodes its own rows and writes its own artifacts.
-    for member, rows in zip(members, row_slices([m.encoded.request for m in members])):
+    for position, member in enumerate(members):
         if member.index not in active:
             continue  # ended mid-batch: its rows were computed but are discarded
         try:
-            generation = Generation(decode_latents(components, latents[rows]), member.encoded.warnings)
-            result = _write_images(member, generation)
+            result = _write_images(member, unet_batch.generation(position))
         except Exception as exc:
             yield member.index, exc
             continue
@@ -158,10 +151,7 @@ def _prepare(member: _Member, components: Components, key: tuple, load_seconds: 
         raise ValueError("this job cannot share the batch it was given: its model, size, steps, scheduler "
                          "or guidance (on or off) differ from the batch's first job; run it alone")
     ctx.log(f"reused cached model {spec.model}" if cached else f"loaded model {spec.model} in {load_seconds:.2f} s")
-    member.seed = spec.seed
-    if member.seed is None:
-        member.seed = random_seed()
-        ctx.log(f"no seed given; using seed {member.seed}")
+    member.seed = spec.seed_or_random(ctx.log)
     request = GenerationRequest(spec.prompt, spec.negative, spec.guidance, member.seed, spec.num_images)
     member.encoded = encode_request(components, request)
     for warning in member.encoded.warnings:
@@ -200,7 +190,7 @@ def _write_images(member: _Member, generation: Generation) -> dict[str, Any]:
         ctx.artifact(name, settings_png(image, _settings(spec, seed + index, index)), "image/png")
         files.append({"file": name, "seed": seed + index, "batch_index": index})
     if len(images) > 1:
-        ctx.artifact("grid.png", png_bytes(make_grid(images)), "image/png")
+        ctx.artifact("grid.png", png_bytes(square_grid(images)), "image/png")
     return {"seed": seed, "images": files, "model": spec.model, "warnings": generation.warnings}
 
 

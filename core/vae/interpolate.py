@@ -14,7 +14,7 @@ import torch
 from genq.core.context import JobContext
 from genq.core.kinds.interpolate import Interpolate
 from genq.core.vae.data import first_index_of_digit, load_mnist
-from genq.core.vae.figures import strip_png
+from genq.core.vae.pictures import strip_png
 from genq.core.vae.model import load_job_model
 
 

@@ -8,9 +8,8 @@ import torch
 
 from genq.core.context import JobContext
 from genq.core.kinds.sample_vae import SampleVAE
-from genq.core.params import random_seed
 from genq.core.vae.data import load_mnist
-from genq.core.vae.figures import RECONSTRUCTION_COUNT, grid_png, reconstructions_png
+from genq.core.vae.pictures import RECONSTRUCTION_COUNT, grid_png, reconstructions_png
 from genq.core.vae.model import load_job_model
 
 MANIFOLD_SIZE = 20
@@ -32,7 +31,7 @@ def manifold_latents(n: int = MANIFOLD_SIZE, span: float = MANIFOLD_SPAN) -> tor
 def run(spec: SampleVAE, ctx: JobContext) -> dict[str, Any]:
     device = torch.device(ctx.device)
     model = load_job_model(ctx, spec.model)
-    seed = spec.seed if spec.seed is not None else random_seed()
+    seed = spec.seed_or_random(ctx.log)
     latent_dims = model.config.latent_dims
     # Drawn on the CPU so that one seed gives the same samples on every device.
     z = torch.randn((spec.count, latent_dims), generator=torch.Generator().manual_seed(seed)).to(device)  # (count, latent)

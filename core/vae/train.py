@@ -22,9 +22,8 @@ from safetensors.torch import load_file, save
 
 from genq.core.context import JobContext
 from genq.core.kinds.train_vae import TrainVAE
-from genq.core.params import random_seed
 from genq.core.vae.data import load_mnist
-from genq.core.vae.figures import RECONSTRUCTION_COUNT, loss_png, reconstructions_png
+from genq.core.vae.pictures import RECONSTRUCTION_COUNT, loss_png, reconstructions_png
 from genq.core.vae.loss import vae_loss
 from genq.core.vae.model import VAE, VAEConfig, config_bytes, model_bytes
 
@@ -221,13 +220,7 @@ def run(spec: TrainVAE, ctx: JobContext) -> dict[str, Any]:
     if saved is not None and saved.get("spec") != params:
         ctx.log("checkpoint.safetensors was written for other parameters; starting afresh", "warning")
         saved = None
-    if saved is not None:
-        seed = saved["seed"]
-    elif spec.seed is not None:
-        seed = spec.seed
-    else:
-        seed = random_seed()
-        ctx.log(f"no seed given; using seed {seed}")
+    seed = saved["seed"] if saved is not None else spec.seed_or_random(ctx.log)
     model, optimizer, generator = setup_training(spec, seed, device)
     history: list[dict[str, Any]] = []
     train_seconds = 0.0

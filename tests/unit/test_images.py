@@ -1,4 +1,4 @@
-"""Figures: sizes and layout of grids and labelled rows (Pillow), and the line chart (matplotlib)."""
+"""Figures: sizes and layout of plain and labelled image grids (Pillow), and the line chart (matplotlib)."""
 import io
 from concurrent.futures import ThreadPoolExecutor
 
@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genq.core.images import PALETTE, Chart, Series, gray_image, grid, labelled_rows, line_chart, png_bytes, series_style
+from genq.core.images import (GRID_PADDING, MARGIN, PALETTE, PLACEHOLDER_GRAY, PLACEHOLDER_SIZE, ROW_LABEL_MAX_WIDTH, Chart,
+                              Series, gray_image, grid, labelled_grid, line_chart, png_bytes, series_style, square_grid)
+
+RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (30, 160, 30)
 
 
 def test_gray_image_maps_unit_floats_to_bytes_and_scales():
@@ -28,12 +31,11 @@ def test_grid_fills_rows_left_to_right():
     assert sheet.getpixel((6, 5)) == 0  # the empty cell
 
 
-def test_labelled_rows_leave_room_for_labels_and_captions():
-    tile = Image.new("L", (10, 10), 255)
-    plain = labelled_rows([[tile, tile]], padding=2)
-    assert plain.size == (2 * 12 + 2, 14)
-    labelled = labelled_rows([[tile, tile], [tile, tile]], row_labels=["a", "b"], column_labels=["x", "y"], padding=2)
-    assert labelled.width > plain.width and labelled.height > 2 * 12 + 2
+def test_square_grid_is_near_square_without_gaps():
+    tiles = [Image.new("RGB", (4, 3), (value, 0, 0)) for value in (10, 20, 30, 40, 50)]
+    sheet = square_grid(tiles)
+    assert sheet.size == (3 * 4, 2 * 3)
+    assert sheet.getpixel((0, 0)) == (10, 0, 0) and sheet.getpixel((4, 3)) == (50, 0, 0)
 
 
 def test_line_chart_renders_a_png_of_the_requested_size():
@@ -101,3 +103,94 @@ def test_charts_drawn_from_threads_match_one_drawn_alone():
     with ThreadPoolExecutor(max_workers=4) as pool:
         drawn = list(pool.map(lambda _: np.asarray(line_chart(three_series_chart())), range(4)))
     assert all(np.array_equal(alone, image) for image in drawn)
+
+
+def cell_box(sheet: Image.Image, cell_size, rows: int, columns: int, row: int, column: int):
+    """Where cell (row, column) lies: the grid sits in the bottom-right corner, labels left of and above it."""
+    width, height = cell_size
+    grid_width = columns * (width + GRID_PADDING) + GRID_PADDING
+    grid_height = rows * (height + GRID_PADDING) + GRID_PADDING
+    left = sheet.width - grid_width + GRID_PADDING + column * (width + GRID_PADDING)
+    top = sheet.height - grid_height + GRID_PADDING + row * (height + GRID_PADDING)
+    return left, top, left + width, top + height
+
+
+# The labelled grid
+
+
+def grid_sheet(cells, rows=("seed 1", "seed 2"), columns=("a cat", "a dog", "a fox"), title=None) -> Image.Image:
+    return labelled_grid(cells, list(rows), list(columns), title=title)
+
+
+def test_grid_is_rows_by_columns_cells_plus_label_margins():
+    small = [[Image.new("RGB", (40, 30), RED)] * 3] * 2
+    large = [[Image.new("RGB", (64, 50), RED)] * 3] * 2
+    small_sheet, large_sheet = grid_sheet(small), grid_sheet(large)
+    assert large_sheet.width - small_sheet.width == 3 * (64 - 40)
+    assert large_sheet.height - small_sheet.height == 2 * (50 - 30)
+    grid_width, grid_height = 3 * (40 + GRID_PADDING) + GRID_PADDING, 2 * (30 + GRID_PADDING) + GRID_PADDING
+    assert small_sheet.width > grid_width + 20 and small_sheet.height > grid_height + 10  # room for the labels
+
+
+def test_cells_hold_their_images_and_a_missing_one_is_gray():
+    cells = [[Image.new("RGB", (60, 40), RED), None, Image.new("RGB", (60, 40), BLUE)],
+             [Image.new("L", (60, 40), 255), Image.new("RGB", (60, 40), GREEN), None]]
+    sheet = grid_sheet(cells)
+    expected = {(0, 0): RED, (0, 2): BLUE, (1, 0): (255, 255, 255), (1, 1): GREEN}
+    for (row, column), color in expected.items():
+        cell = np.asarray(sheet.crop(cell_box(sheet, (60, 40), 2, 3, row, column)))
+        assert (cell == color).all(), (row, column)
+    for row, column in ((0, 1), (1, 2)):
+        cell = np.asarray(sheet.crop(cell_box(sheet, (60, 40), 2, 3, row, column))).astype(int)
+        assert (cell[0, 0] == PLACEHOLDER_GRAY).all() and (cell[-1, -1] == PLACEHOLDER_GRAY).all()
+        assert (cell[..., 0] == cell[..., 1]).all() and (cell[..., 1] == cell[..., 2]).all()  # gray throughout
+
+
+def test_images_of_another_size_are_resized_to_the_first():
+    cells = [[Image.new("RGB", (60, 40), RED), Image.new("RGB", (120, 80), BLUE)]]
+    sheet = grid_sheet(cells, rows=["seed 1"], columns=["a", "b"])
+    same = grid_sheet([[Image.new("RGB", (60, 40), RED)] * 2], rows=["seed 1"], columns=["a", "b"])
+    assert sheet.size == same.size
+    assert (np.asarray(sheet.crop(cell_box(sheet, (60, 40), 1, 2, 0, 1))) == BLUE).all()
+
+
+def test_a_grid_with_no_image_at_all_uses_placeholder_cells():
+    sheet = grid_sheet([[None]], rows=["failed"], columns=["prompt"])
+    cell = np.asarray(sheet.crop(cell_box(sheet, PLACEHOLDER_SIZE, 1, 1, 0, 0)))
+    assert (cell[0, 0] == PLACEHOLDER_GRAY).all() and (cell[-1, -1] == PLACEHOLDER_GRAY).all()
+    assert sheet.width > PLACEHOLDER_SIZE[0] + 2 * GRID_PADDING
+
+
+def test_long_labels_are_cut_short():
+    long_prompt = "a photograph of an astronaut riding a horse on the moon, highly detailed, " * 10
+    cells = [[Image.new("RGB", (64, 64), RED)] * 2]
+    sheet = grid_sheet(cells, rows=[long_prompt], columns=[long_prompt, long_prompt], title=long_prompt)
+    grid_width = 2 * (64 + GRID_PADDING) + GRID_PADDING
+    assert sheet.width <= grid_width + ROW_LABEL_MAX_WIDTH + 2 * MARGIN + 1
+
+
+def test_a_title_adds_a_band_above_the_labels():
+    cells = [[Image.new("RGB", (32, 32), RED)] * 3] * 2
+    assert grid_sheet(cells, title="sweep 12").height > grid_sheet(cells).height
+
+
+@pytest.mark.parametrize("cells, rows, columns, message", [
+    ([], [], [], "no cells"),
+    ([[]], ["r"], [], "no cells"),
+    ([[None, None]], ["r1", "r2"], ["a", "b"], "2 row labels for 1 rows"),
+    ([[None, None]], ["r"], ["a"], "row 0 has 2 images but there are 1 column labels"),
+    ([[None, None], [None]], ["r1", "r2"], ["a", "b"], "row 1 has 1 images"),
+])
+def test_grid_shape_mistakes_are_refused(cells, rows, columns, message):
+    with pytest.raises(ValueError, match=message):
+        labelled_grid(cells, rows, columns)
+
+
+def test_labels_are_optional_and_the_grid_alone_has_no_margins():
+    tile = Image.new("L", (10, 10), 255)
+    plain = labelled_grid([[tile, tile]])
+    assert plain.size == (2 * (10 + GRID_PADDING) + GRID_PADDING, 10 + 2 * GRID_PADDING)
+    with_rows = labelled_grid([[tile, tile], [tile, tile]], row_labels=["a", "b"])
+    with_columns = labelled_grid([[tile, tile]], column_labels=["x", "y"])
+    assert with_rows.width > plain.width and with_rows.height == 2 * (10 + GRID_PADDING) + GRID_PADDING
+    assert with_columns.width == plain.width and with_columns.height > plain.height

@@ -91,5 +91,6 @@ def test_the_readme_example_kind_works(tmp_path, monkeypatch):
     params = module.Echo(text="hi", times=2).with_seed()
     assert json_module.loads(json_module.dumps(params.to_json()))["seed"] == params.seed
     ctx = LocalContext(tmp_path, job_id="echo")
-    assert module.run(params, ctx) == {"said": 2}
+    assert module.run(params, ctx) == {"echoed": "hi hi", "length": 5}
     assert (tmp_path / "echo" / "echo.txt").read_text() == "hi hi"
+    assert ctx.metrics == {(1, "length"): 5.0}

@@ -1,4 +1,5 @@
-"""A sweep report's figures: loss curves, a metric against each parameter, and the labelled image grid."""
+"""A sweep report's charts (loss curves, a metric against each parameter) and the kinds' figures drawn from
+a GroupView: the same view whatever the kind, built here without a store."""
 import io
 
 import numpy as np
@@ -6,11 +7,12 @@ import pytest
 from PIL import Image
 
 from genq.core.images import PALETTE
-from genq.core.report import (CURVES_SIZE, GRID_PADDING, MARGIN, PLACEHOLDER_GRAY, PLACEHOLDER_SIZE, ROW_LABEL_MAX_WIDTH,
-                              SUBPLOT_SIZE, SUPTITLE_HEIGHT, labelled_image_grid_png, loss_curves_png, metric_against_params_png)
-
-RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (30, 160, 30)
-
+from genq.core.kinds.sd import SD
+from genq.core.kinds.train_vae import TrainVAE
+from genq.core.report import (CURVES_SIZE, SUBPLOT_SIZE, SUPTITLE_HEIGHT, GroupView, loss_curves_png,
+                              metric_against_params_png)
+from genq.core.sd.report import grid_figure, prompt_label
+from genq.core.vae.report import final_loss_figure, loss_curves_figure
 
 def decoded(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
@@ -21,16 +23,6 @@ def decoded(data: bytes) -> Image.Image:
 def pixels_near(image: Image.Image, color: tuple[int, int, int], tolerance: int = 12) -> int:
     array = np.asarray(image, dtype=np.int16)
     return int((np.abs(array - np.array(color)).max(axis=-1) <= tolerance).sum())
-
-
-def cell_box(sheet: Image.Image, cell_size, rows: int, columns: int, row: int, column: int):
-    """Where cell (row, column) lies: the grid sits in the bottom-right corner, labels left of and above it."""
-    width, height = cell_size
-    grid_width = columns * (width + GRID_PADDING) + GRID_PADDING
-    grid_height = rows * (height + GRID_PADDING) + GRID_PADDING
-    left = sheet.width - grid_width + GRID_PADDING + column * (width + GRID_PADDING)
-    top = sheet.height - grid_height + GRID_PADDING + row * (height + GRID_PADDING)
-    return left, top, left + width, top + height
 
 
 # Loss curves
@@ -97,72 +89,39 @@ def test_a_metric_that_is_not_a_number_is_refused():
         metric_against_params_png(SWEEP_ROWS, [], "loss", title="loss")
 
 
-# The labelled image grid
+# A kind's figures from a GroupView
 
 
-def grid_sheet(cells, rows=("seed 1", "seed 2"), columns=("a cat", "a dog", "a fox"), title=None) -> Image.Image:
-    return decoded(labelled_image_grid_png(cells, list(rows), list(columns), title=title))
+def view(table, swept, params=None, metrics=None, pictures=None) -> GroupView:
+    return GroupView(title="sweep", swept=swept, table=table, params=params or {row["id"]: {} for row in table},
+                     metrics=lambda job_id: (metrics or {}).get(job_id, {}),
+                     picture=lambda job_id: (pictures or {}).get(job_id))
 
 
-def test_grid_is_rows_by_columns_cells_plus_label_margins():
-    small = [[Image.new("RGB", (40, 30), RED)] * 3] * 2
-    large = [[Image.new("RGB", (64, 50), RED)] * 3] * 2
-    small_sheet, large_sheet = grid_sheet(small), grid_sheet(large)
-    assert large_sheet.width - small_sheet.width == 3 * (64 - 40)
-    assert large_sheet.height - small_sheet.height == 2 * (50 - 30)
-    grid_width, grid_height = 3 * (40 + GRID_PADDING) + GRID_PADDING, 2 * (30 + GRID_PADDING) + GRID_PADDING
-    assert small_sheet.width > grid_width + 20 and small_sheet.height > grid_height + 10  # room for the labels
+def test_train_vae_draws_its_loss_curves_and_final_loss_once_there_are_numbers():
+    table = [{"id": f"j{i}", "beta": beta, "status": "succeeded", "test_loss_per_image": 150.0 + beta}
+             for i, beta in enumerate((1.0, 4.0))]
+    metrics = {"j0": {"train_loss_per_image": [(1, 190.0), (2, 180.0)]}, "j1": {"train_loss_per_image": [(1, 200.0)]}}
+    assert set(TrainVAE.report_figures) == {"loss-curves.png", "final-loss.png"}
+    assert decoded(loss_curves_figure(view(table, ["beta"], metrics=metrics))).size == CURVES_SIZE
+    assert decoded(final_loss_figure(view(table, ["beta"]))).size[0] == SUBPLOT_SIZE[0]
+    running = [dict(row, status="running", test_loss_per_image=None) for row in table]
+    assert loss_curves_figure(view(running, ["beta"])) is None and final_loss_figure(view(running, ["beta"])) is None
 
 
-def test_cells_hold_their_images_and_a_missing_one_is_gray():
-    cells = [[Image.new("RGB", (60, 40), RED), None, Image.new("RGB", (60, 40), BLUE)],
-             [Image.new("L", (60, 40), 255), Image.new("RGB", (60, 40), GREEN), None]]
-    sheet = grid_sheet(cells)
-    expected = {(0, 0): RED, (0, 2): BLUE, (1, 0): (255, 255, 255), (1, 1): GREEN}
-    for (row, column), color in expected.items():
-        cell = np.asarray(sheet.crop(cell_box(sheet, (60, 40), 2, 3, row, column)))
-        assert (cell == color).all(), (row, column)
-    for row, column in ((0, 1), (1, 2)):
-        cell = np.asarray(sheet.crop(cell_box(sheet, (60, 40), 2, 3, row, column))).astype(int)
-        assert (cell[0, 0] == PLACEHOLDER_GRAY).all() and (cell[-1, -1] == PLACEHOLDER_GRAY).all()
-        assert (cell[..., 0] == cell[..., 1]).all() and (cell[..., 1] == cell[..., 2]).all()  # gray throughout
+def test_sd_grid_has_a_row_per_prompt_and_a_column_per_seed_with_gray_for_a_missing_picture():
+    table = [{"id": f"{prompt}-{seed}", "prompt": prompt, "negative": negative, "seed": seed,
+              "status": "succeeded" if seed == 1 else "failed"}
+             for prompt, negative in (("a cat", "blurry"), ("a dog", None)) for seed in (1, 2, 3)]
+    pictures = {row["id"]: Image.new("RGB", (32, 32), (200, 30, 30)) for row in table}
+    assert list(SD.report_figures) == ["grid.png"]
+    grid = decoded(grid_figure(view(table, ["prompt", "negative", "seed"], pictures=pictures)))
+    only_first = decoded(grid_figure(view(table[:1], ["prompt", "negative", "seed"], pictures=pictures)))
+    assert grid.width - only_first.width == 2 * (32 + 4) and grid.height - only_first.height == 32 + 4
+    assert pixels_near(grid, (200, 30, 30)) == 2 * 32 * 32  # seed 1 of each prompt; the failed jobs are gray
+    assert grid_figure(view(table, ["prompt", "negative", "seed"])) is None  # nothing to show yet
 
 
-def test_images_of_another_size_are_resized_to_the_first():
-    cells = [[Image.new("RGB", (60, 40), RED), Image.new("RGB", (120, 80), BLUE)]]
-    sheet = grid_sheet(cells, rows=["seed 1"], columns=["a", "b"])
-    same = grid_sheet([[Image.new("RGB", (60, 40), RED)] * 2], rows=["seed 1"], columns=["a", "b"])
-    assert sheet.size == same.size
-    assert (np.asarray(sheet.crop(cell_box(sheet, (60, 40), 1, 2, 0, 1))) == BLUE).all()
-
-
-def test_a_grid_with_no_image_at_all_uses_placeholder_cells():
-    sheet = grid_sheet([[None]], rows=["failed"], columns=["prompt"])
-    cell = np.asarray(sheet.crop(cell_box(sheet, PLACEHOLDER_SIZE, 1, 1, 0, 0)))
-    assert (cell[0, 0] == PLACEHOLDER_GRAY).all() and (cell[-1, -1] == PLACEHOLDER_GRAY).all()
-    assert sheet.width > PLACEHOLDER_SIZE[0] + 2 * GRID_PADDING
-
-
-def test_long_labels_are_cut_short():
-    long_prompt = "a photograph of an astronaut riding a horse on the moon, highly detailed, " * 10
-    cells = [[Image.new("RGB", (64, 64), RED)] * 2]
-    sheet = grid_sheet(cells, rows=[long_prompt], columns=[long_prompt, long_prompt], title=long_prompt)
-    grid_width = 2 * (64 + GRID_PADDING) + GRID_PADDING
-    assert sheet.width <= grid_width + ROW_LABEL_MAX_WIDTH + 2 * MARGIN + 1
-
-
-def test_a_title_adds_a_band_above_the_labels():
-    cells = [[Image.new("RGB", (32, 32), RED)] * 3] * 2
-    assert grid_sheet(cells, title="sweep 12").height > grid_sheet(cells).height
-
-
-@pytest.mark.parametrize("cells, rows, columns, message", [
-    ([], [], [], "no cells"),
-    ([[]], ["r"], [], "no cells"),
-    ([[None, None]], ["r1", "r2"], ["a", "b"], "2 row labels for 1 rows"),
-    ([[None, None]], ["r"], ["a"], "row 0 has 2 images but there are 1 column labels"),
-    ([[None, None], [None]], ["r1", "r2"], ["a", "b"], "row 1 has 1 images"),
-])
-def test_grid_shape_mistakes_are_refused(cells, rows, columns, message):
-    with pytest.raises(ValueError, match=message):
-        labelled_image_grid_png(cells, rows, columns)
+def test_a_row_without_a_negative_prompt_is_labelled_by_its_prompt_alone():
+    assert prompt_label("a dog", None) == prompt_label("a dog", "") == "a dog"
+    assert prompt_label("a cat", "blurry") == "a cat | blurry"

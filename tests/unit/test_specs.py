@@ -6,7 +6,7 @@ import json
 import pytest
 
 from genq.core.config import load_settings
-from genq.core.kinds import KINDS, params_from_json
+from genq.core.kinds import BUILT_IN, KINDS, missing_kind_message, params_from_json
 from genq.core.kinds.interpolate import Interpolate
 from genq.core.kinds.sample_vae import SampleVAE
 from genq.core.kinds.sd import SD
@@ -73,11 +73,37 @@ def test_with_seed_chooses_and_records_a_seed_once():
     assert Interpolate(model="j").with_seed() == Interpolate(model="j")  # no seed parameter: unchanged
 
 
+def test_a_run_without_a_seed_picks_one_and_logs_it():
+    logged = []
+    seed = SampleVAE(model="j").seed_or_random(logged.append)
+    assert 0 <= seed <= MAX_SEED and logged == [f"no seed given; using seed {seed}"]
+    assert SampleVAE(model="j", seed=4).seed_or_random(logged.append) == 4 and len(logged) == 1
+
+
 def test_unknown_parameters_and_kinds_are_refused():
     with pytest.raises(SpecError, match="unknown parameter"):
         params_from_json("train-vae", {"epochz": 3})
-    with pytest.raises(SpecError, match="unknown job kind"):
+    with pytest.raises(SpecError) as caught:
         params_from_json("nope", {})
+    assert str(caught.value) == "unknown job kind 'nope'; installed kinds: " + ", ".join(KINDS)
+    assert missing_kind_message("echo") == f"job kind 'echo' is not installed on this worker (installed: {', '.join(KINDS)})"
+
+
+def test_only_a_batching_kind_has_a_batch_budget():
+    settings = load_settings({"GENQ_SD_MAX_BATCH": "6"})
+    assert SD.batch_budget(settings) == 6
+    assert [KINDS[kind].batch_budget(settings) for kind in ("train-vae", "interpolate", "sample-vae")] == [1, 1, 1]
+
+
+def test_every_kind_declares_its_picture_and_importable_report_figures():
+    from genq.core.kinds import report_figure
+
+    assert {cls.kind: cls.main_picture for cls in BUILT_IN} == {
+        "train-vae": "reconstructions.png", "interpolate": "interpolation.png", "sample-vae": "samples.png",
+        "sd": "image-0.png"}
+    for kind, cls in KINDS.items():
+        for name in cls.report_figures:
+            assert callable(report_figure(kind, name))
 
 
 def test_every_kind_names_an_importable_run_function():

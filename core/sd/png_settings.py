@@ -1,13 +1,13 @@
-"""PNG files for generated images: settings in text chunks, and a grid of a batch."""
+"""An sd image as PNG bytes that carry its settings in text chunks: `parameters`, as the popular UIs
+write and read it, and `genq`, the same settings as JSON."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from PIL import Image
 
-from genq.core.images import grid, png_bytes
+from genq.core.images import png_bytes
 from genq.core.sd.schedulers import SAMPLER_LABELS
 
 
@@ -34,7 +34,3 @@ def settings_png(image: Image.Image, settings: dict[str, Any]) -> bytes:
     """PNG bytes with a `parameters` chunk (UI style) and a `genq` chunk (the same settings as JSON)."""
     return png_bytes(image, {"parameters": parameters_text(settings), "genq": json.dumps(settings, ensure_ascii=False)})
 
-
-def make_grid(images: list[Image.Image]) -> Image.Image:
-    """The images in a near-square grid, row by row."""
-    return grid(images, columns=math.ceil(math.sqrt(len(images))), padding=0, background=0)

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from genq.core.images import Chart, Series, gray_image, grid, labelled_rows, line_chart, png_bytes
+from genq.core.images import Chart, Series, gray_image, grid, labelled_grid, line_chart, png_bytes
 from genq.core.vae.model import VAE
 
 SCALE = 3  # each 28x28 digit is drawn 84x84
@@ -23,7 +23,7 @@ def reconstructions_png(model: VAE, images: torch.Tensor) -> bytes:
     """Test images (top row) above their reconstructions from mu (bottom row)."""
     model.eval()
     recon, _, _ = model(images)
-    table = labelled_rows([digit_images(images), digit_images(recon)], row_labels=["test image", "reconstruction"])
+    table = labelled_grid([digit_images(images), digit_images(recon)], row_labels=["test image", "reconstruction"])
     return png_bytes(table)
 
 
@@ -32,7 +32,7 @@ def grid_png(batch: torch.Tensor, columns: int) -> bytes:
 
 
 def strip_png(batch: torch.Tensor, captions: Sequence[str]) -> bytes:
-    return png_bytes(labelled_rows([digit_images(batch)], column_labels=captions))
+    return png_bytes(labelled_grid([digit_images(batch)], column_labels=captions))
 
 
 def loss_png(train_loss_per_image: Sequence[float], test_loss_per_image: float | None) -> bytes:
