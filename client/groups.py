@@ -1,29 +1,29 @@
 """`client group GROUP`: a sweep's jobs as one table, and its comparison report (--report DIR).
 
 The table has one column per swept parameter, the status, the seconds each job ran and the kind's
-result figures (genq.api.group_table); the report draws what a sweep is for: for `train-vae`, every
-job's loss curve on one chart and the final test loss against each swept parameter; for `sd`, one
-labelled grid of images with prompts as rows and the other swept values as columns.
+result figures (genq.core.reads.sweep_table); the report is table.csv and the figures the kind declares
+(JobParams.report_figures), each drawn from a GroupView of the group.
 """
 from __future__ import annotations
 
 import csv
 import io
-import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from genq.client.render import echo_json, iso
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.visible import visible
-from genq.client.waiting import EXIT_TIMEOUT, POLL_INTERVAL_S
+from genq.client.waiting import EXIT_TIMEOUT, TerminalLine
+from genq.core.kinds import KINDS, kind_class, report_figure
+from genq.core.polling import StillWaiting, poll_until
 from genq.core.store.states import JobStatus
 
-TRAIN_CURVE = "train_loss_per_image"  # the metric train-vae records per epoch
-FINAL_LOSS = "test_loss_per_image"
+if TYPE_CHECKING:
+    from genq.core.report import GroupView
+
 CELL_TEXT = 24  # characters of a table cell (prompts are long)
 
 
@@ -36,10 +36,8 @@ def group_summary(group) -> dict[str, Any]:
 
 
 def group_rows(group, rows=None) -> list[dict[str, Any]]:
-    from genq.api import group_table
-    from genq.core.kinds import kind_class
-
-    return group_table(group.rows() if rows is None else rows, group.swept, kind_class(group.kind).summary)
+    """The group's table (genq.api.Group); `rows`: its jobs, when read already."""
+    return group.client.reads.group_table(group.id, rows)
 
 
 def state_counts(rows) -> dict[str, int]:
@@ -51,27 +49,19 @@ def state_counts(rows) -> dict[str, int]:
 
 def wait_for_group(group, timeout: float | None, show_progress: bool = True) -> None:
     """Until every job of the group has finished; a bar of jobs done on a terminal; exit 3 on timeout."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    tty = show_progress and sys.stderr.isatty()
-    last = None
-    while True:
-        counts = group.counts()
-        done = sum(n for status, n in counts.items() if JobStatus(status).finished)
-        if tty:
-            line = progress_bar(done, group.size, counts)
-            if line != last:
-                click.echo("\r\033[K" + line, err=True, nl=False)
-                last = line
-        if done == group.size:
-            if tty:
-                click.echo("", err=True)
-            return
-        if deadline is not None and time.monotonic() >= deadline:
-            if tty:
-                click.echo("", err=True)
-            click.echo(f"group {group.id}: {done} of {group.size} jobs finished after {timeout:g}s", err=True)
-            raise SystemExit(EXIT_TIMEOUT)
-        time.sleep(POLL_INTERVAL_S)
+    line = TerminalLine(show_progress)
+
+    def done(counts: dict[str, int]) -> int:
+        return sum(n for status, n in counts.items() if JobStatus(status).finished)
+
+    try:
+        poll_until(group.counts, lambda counts: done(counts) == group.size, timeout,
+                   on_change=lambda counts: line.show(progress_bar(done(counts), group.size, counts)))
+    except StillWaiting as exc:
+        line.end()
+        click.echo(f"group {group.id}: {done(exc.last)} of {group.size} jobs finished after {timeout:g}s", err=True)
+        raise SystemExit(EXIT_TIMEOUT) from None
+    line.end()
 
 
 def progress_bar(done: int, total: int, counts: dict[str, int], width: int = 30) -> str:
@@ -105,13 +95,17 @@ def cell_text(column: str, value: Any) -> str:
 
 # -- the report -------------------------------------------------------------------------------
 def write_report(group, folder: Path) -> list[Path]:
-    """The comparison files for the group's kind, and table.csv for any kind; returns the files written."""
+    """table.csv, and the figures the group's kind declares (JobParams.report_figures) that have something
+    to draw; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [write_csv(group_rows(group), folder / "table.csv")]
-    if group.kind == "train-vae":
-        written += train_vae_report(group, folder)
-    elif group.kind == "sd":
-        written += sd_report(group, folder)
+    names = report_figure_names(group)
+    view = group_view(group) if names else None
+    for name in names:
+        png = report_figure(group.kind, name)(view)
+        if png is not None:
+            (folder / name).write_bytes(png)
+            written.append(folder / name)
     return written
 
 
@@ -125,67 +119,46 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def point_label(point: dict[str, Any], names) -> str:
-    return ", ".join(f"{name}={point.get(name)}" for name in names) or "all"
+def report_figure_names(group) -> list[str]:
+    """The figures the group's kind declares; none when that kind is not installed here."""
+    cls = KINDS.get(group.kind)
+    return list(cls.report_figures) if cls is not None else []
 
 
-def train_vae_report(group, folder: Path) -> list[Path]:
-    from genq.core.report import loss_curves_png, metric_against_params_png
-
-    swept = group.swept
-    curves, rows = [], []
-    for job, row in zip(group.jobs, group_rows(group)):
-        points = job.metrics().get(TRAIN_CURVE, [])
-        if points:
-            curves.append((point_label(row, swept), points))
-        rows.append(row)
-    written = []
-    if curves:
-        path = folder / "loss-curves.png"
-        path.write_bytes(loss_curves_png(curves, title=f"{group.name or group.id[:8]}: training loss per image",
-                                         xlabel="epoch", ylabel="train loss per image"))
-        written.append(path)
-    if swept and any(row.get(FINAL_LOSS) is not None for row in rows):
-        path = folder / "final-loss.png"
-        path.write_bytes(metric_against_params_png(rows, swept, FINAL_LOSS,
-                                                   title=f"{group.name or group.id[:8]}: final test loss per image"))
-        written.append(path)
-    return written
+def report_figure_png(group, name: str) -> bytes | None:
+    """One report figure of the group (as `client group --report` draws it), or None."""
+    if name not in report_figure_names(group):
+        return None
+    return report_figure(group.kind, name)(group_view(group))
 
 
-def sd_report(group, folder: Path) -> list[Path]:
-    """One grid: a row per prompt, a column per combination of the other swept values (image 0 of each job)."""
-    from genq.core.report import labelled_image_grid_png
+def group_view(group) -> GroupView:
+    """The group as its kind's report figures see it; metrics and pictures are read when asked for."""
+    from genq.api import Job, NotFound
+    from genq.core.report import GroupView
 
-    swept = group.swept
-    row_names = [name for name in ("prompt", "negative") if name in swept]
-    column_names = [name for name in swept if name not in row_names]
-    row_keys: dict[str, int] = {}
-    column_keys: dict[str, int] = {}
-    images: dict[tuple[int, int], Any] = {}
-    for job, row in zip(group.jobs, group_rows(group)):
-        row_label = " | ".join(str(row[name]) for name in row_names) if row_names else str(job.params.get("prompt"))
-        r = row_keys.setdefault(row_label, len(row_keys))  # "prompt | negative", as a prompt file writes it
-        c = column_keys.setdefault(point_label(row, column_names), len(column_keys))
-        if row["status"] == JobStatus.SUCCEEDED.value:
-            try:
-                images[(r, c)] = job.artifact("image-0.png").image()
-            except (LookupError, OSError):
-                pass  # a missing image stays a gray cell
-    if not images:
-        return []
-    cells = [[images.get((r, c)) for c in range(len(column_keys))] for r in range(len(row_keys))]
-    path = folder / "grid.png"
-    path.write_bytes(labelled_image_grid_png(cells, list(row_keys), list(column_keys), title=group.name or group.id[:8]))
-    return [path]
+    rows = group.rows()
+    picture_name = kind_class(group.kind).main_picture
+
+    def picture(job_id: str):
+        if picture_name is None:
+            return None
+        try:
+            return Job(group.client, job_id).artifact(picture_name).image()
+        except (NotFound, OSError, ValueError):
+            return None  # not written, gone from the store, or not an image
+
+    return GroupView(title=group.name or group.id[:8], swept=group.swept, table=group_rows(group, rows),
+                     params={row.id: row.params for row in rows},
+                     metrics=lambda job_id: Job(group.client, job_id).metrics(), picture=picture)
 
 
 @click.command("group")
 @click.argument("group_ref", metavar="GROUP")
 @click.option("--json", "as_json", is_flag=True, help="Print the group and its jobs as a JSON object.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="Write a comparison into DIR: table.csv, and for train-vae loss-curves.png and final-loss.png, "
-                   "for sd grid.png (prompts as rows, the other swept values as columns).")
+              help="Write a comparison into DIR: table.csv, and the figures the group's kind draws "
+                   "(see README, `client group`).")
 @pass_runtime
 def group_command(rt: Runtime, group_ref: str, as_json: bool, report: Path | None) -> None:
     """A group's jobs (one per point of its sweep) as one table, with counts by state.

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
 import click
 
 from genq.client.visible import visible
+from genq.core.reads import Reads, Run
 from genq.core.store.clock import as_utc
-from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
 
 
@@ -31,32 +30,22 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
 
 
-def job_details(store: JobStore, job: Job, artifact_root) -> dict[str, Any]:
+def job_details(reads: Reads, job: Job, artifact_root) -> dict[str, Any]:
     details = job_summary(job)
-    metrics: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for metric in store.metrics(job.id):
-        metrics[metric.name].append({"step": metric.step, "value": metric.value})
-    details["metrics"] = dict(metrics)
+    details["metrics"] = {name: [{"step": step, "value": value} for step, value in points]
+                          for name, points in reads.metric_series(job.id).items()}
     details["took"] = duration(job)
-    details["artifacts"] = [artifact_summary(a, artifact_root) for a in store.artifacts(job.id)]
-    events = store.events(job.id)
+    details["artifacts"] = [artifact_summary(a, artifact_root) for a in reads.artifacts(job.id)]
+    history = reads.history(job.id)
     details["events"] = [{"at": iso(e.at), "from": e.from_status, "to": e.to_status, "worker": e.worker,
-                          "device": e.device, "reason": e.reason} for e in events]
-    details["runs"] = runs(events)
+                          "device": e.device, "reason": e.reason} for e in history.events]
+    details["runs"] = [run_summary(run) for run in history.runs]
     return details
 
 
-def runs(events) -> list[dict[str, Any]]:
-    """Each attempt of a job: the worker and device that ran it, when, and how it ended."""
-    attempts: list[dict[str, Any]] = []
-    for event in events:
-        if event.to_status == "running":
-            attempts.append({"attempt": len(attempts) + 1, "worker": event.worker, "device": event.device,
-                             "started_at": iso(event.at), "ended_at": None, "ended": None, "batch": event.reason
-                             if event.reason and "batch" in event.reason else None})
-        elif event.from_status == "running" and attempts:
-            attempts[-1].update(ended_at=iso(event.at), ended=event.to_status)
-    return attempts
+def run_summary(run: Run) -> dict[str, Any]:
+    return {"attempt": run.attempt, "worker": run.worker, "device": run.device, "started_at": iso(run.started_at),
+            "ended_at": iso(run.ended_at), "ended": run.ended, "batch": run.batch}
 
 
 def artifact_summary(artifact, artifact_root) -> dict[str, Any]:

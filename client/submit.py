@@ -7,12 +7,9 @@ Storing and sending are genq.api's: this module reads options and prints.
 """
 from __future__ import annotations
 
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
-import annotated_types
 import click
 from pydantic.fields import FieldInfo
 
@@ -24,7 +21,8 @@ from genq.client.waiting import wait_for
 from genq.core import sweeps
 from genq.core.config import DEFAULT_PRIORITY
 from genq.core.kinds import KIND_CLASSES
-from genq.core.params import MAX_RETRIES, JobParams, SpecError, parse_duration
+from genq.core.params import (MAX_RETRIES, JobParams, SpecError, parameter_base_type, parameter_choices, parse_duration,
+                               range_text)
 from genq.core.store.db import SchemaError
 from genq.core.store.states import JobStatus
 
@@ -46,11 +44,11 @@ def report_job(rt: Runtime, job, wait: bool, as_json: bool, timeout: float | Non
     if job.unsent:
         click.echo(visible(f"warning: job {job.id} is stored but its wake-up was not sent ({job.unsent}); "
                            "a worker's reconciler sends it once it can"), err=True)
-    from genq.worker.retry import retrying
+    from genq.core.retry import retrying
 
-    row = retrying(lambda: rt.store.get(job.id), rt.settings.retry_for_s, "reading the job")
+    row = retrying(lambda: rt.reads.get(job.id), rt.settings.retry_for_s, "reading the job")
     if wait:
-        row = wait_for(rt.store, job.id, timeout, show_progress=not as_json)
+        row = wait_for(rt.reads, job.id, timeout, show_progress=not as_json)
     if as_json:
         echo_json(job_summary(row))
     elif wait:
@@ -125,28 +123,9 @@ DURATION = Duration()
 
 def click_type(annotation: Any) -> click.ParamType:
     """The click type of a parameter's annotation (`X | None` is X)."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-    if typing.get_origin(annotation) is typing.Literal:
-        return click.Choice([str(choice) for choice in typing.get_args(annotation)])
-    return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation]
-
-
-def range_text(field: FieldInfo) -> str:
-    low = high = multiple = None
-    for rule in field.metadata:
-        if isinstance(rule, (annotated_types.Ge, annotated_types.Gt)):
-            low = f"{rule.ge}" if isinstance(rule, annotated_types.Ge) else f">{rule.gt}"
-        elif isinstance(rule, (annotated_types.Le, annotated_types.Lt)):
-            high = f"{rule.le}" if isinstance(rule, annotated_types.Le) else f"<{rule.lt}"
-        elif isinstance(rule, annotated_types.MultipleOf):
-            multiple = rule.multiple_of
-    parts = []
-    if low is not None or high is not None:
-        parts.append(f"{low or ''}..{high or ''}")
-    if multiple is not None:
-        parts.append(f"multiple of {multiple}")
-    return f" [{', '.join(parts)}]" if parts else ""
+    if choices := parameter_choices(annotation):
+        return click.Choice(list(choices))
+    return {int: click.INT, float: click.FLOAT, str: click.STRING}[parameter_base_type(annotation)]
 
 
 def parameter_option(name: str, field: FieldInfo) -> click.Option:

@@ -1,41 +1,55 @@
-"""Following a job until it finishes, reading only the SQL store."""
+"""Following a job until it finishes, reading only the SQL store; a progress bar on a terminal."""
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
 from genq.client.visible import visible
-from genq.core.store.jobs import JobStore
+from genq.core.polling import StillWaiting, poll_until
+from genq.core.reads import Reads
 from genq.core.store.models import Job
 from genq.core.store.states import JobStatus
 
-POLL_INTERVAL_S = 0.5
 EXIT_TIMEOUT = 3
 
 
-def wait_for(store: JobStore, job_id: str, timeout: float | None, show_progress: bool = True) -> Job:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    tty = show_progress and sys.stderr.isatty()
-    last = None
-    while True:
-        job = store.get(job_id)
-        if JobStatus(job.status).finished:
-            if tty:
-                click.echo("", err=True)
-            return job
-        if tty:
-            line = visible(progress_line(job))
-            if line != last:
-                click.echo("\r\033[K" + line, err=True, nl=False)
-                last = line
-        if deadline is not None and time.monotonic() >= deadline:
-            if tty:
-                click.echo("", err=True)
-            click.echo(f"job {job_id} is still {job.status} after {timeout:g}s", err=True)
-            raise SystemExit(EXIT_TIMEOUT)
-        time.sleep(POLL_INTERVAL_S)
+class TerminalLine:
+    """One line on stderr, redrawn in place when its text changes; nothing when stderr is not a terminal."""
+
+    def __init__(self, shown: bool) -> None:
+        self.shown = shown and sys.stderr.isatty()
+        self.text: str | None = None
+
+    def show(self, text: str) -> None:
+        if self.shown and text != self.text:
+            click.echo("\r\033[K" + text, err=True, nl=False)
+            self.text = text
+
+    def end(self) -> None:
+        if self.shown:
+            click.echo("", err=True)
+
+
+def wait_for(reads: Reads, job_id: str, timeout: float | None, show_progress: bool = True) -> Job:
+    """The job once it has finished; on timeout one line on stderr and exit 3."""
+    line = TerminalLine(show_progress)
+
+    def finished(row: Job) -> bool:
+        return JobStatus(row.status).finished
+
+    def show(row: Job) -> None:
+        if not finished(row):
+            line.show(visible(progress_line(row)))
+
+    try:
+        job = poll_until(lambda: reads.get(job_id), finished, timeout, on_change=show)
+    except StillWaiting as exc:
+        line.end()
+        click.echo(f"job {job_id} is still {exc.last.status} after {timeout:g}s", err=True)
+        raise SystemExit(EXIT_TIMEOUT) from None
+    line.end()
+    return job
 
 
 def progress_line(job: Job, width: int = 30) -> str:

@@ -4,33 +4,36 @@ from __future__ import annotations
 import json
 import os
 
-from sqlalchemy import select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from genq.client.download import DownloadRefused, checked_name, open_source
-from genq.client.groups import group_summary
+from genq.client.groups import group_summary, report_figure_png
 from genq.client.render import job_details, job_summary, worker_summary
-from genq.client.ui.figures import GROUP_FIGURES, group_figure_png, metric_chart_png
+from genq.client.ui.figures import metric_chart_png
 from genq.client.ui.metrics import metrics_text
-from genq.client.ui.queries import JobFilter, list_jobs, page_bounds
+from genq.client.ui.query_params import job_filter, page_bounds
+from genq.core.reads import JobNotFound, Reads
 from genq.core.store.artifacts import ArtifactNameError, validate_artifact_name
-from genq.core.store.jobs import JobNotFound
-from genq.core.store.models import Metric
 
 CHUNK = 1 << 16
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+LOG_LINES_PER_ANSWER = 1000
 
 
 def client_of(request: Request):
     return request.app.state.client
 
 
+def reads_of(request: Request) -> Reads:
+    return client_of(request).reads
+
+
 def find_job(request: Request):
     try:
-        return client_of(request).store.resolve(request.path_params["job_id"])
+        return reads_of(request).resolve(request.path_params["job_id"])
     except JobNotFound:
         raise HTTPException(404, "no such job") from None
 
@@ -50,13 +53,13 @@ def ascii_json(value) -> Response:
 
 def jobs_json(request: Request) -> Response:
     limit, offset = page_bounds(request.query_params)
-    rows, _ = list_jobs(client_of(request).store, JobFilter.from_query(request.query_params), limit, offset)
-    return ascii_json([job_summary(row) for row in rows])
+    jobs = reads_of(request).jobs(job_filter(request.query_params), limit, offset)
+    return ascii_json([job_summary(job) for job in jobs])
 
 
 def job_json(request: Request) -> Response:
     client = client_of(request)
-    return ascii_json(job_details(client.store, find_job(request), client.settings.artifact_root))
+    return ascii_json(job_details(client.reads, find_job(request), client.settings.artifact_root))
 
 
 def job_status_json(request: Request) -> Response:
@@ -69,8 +72,8 @@ def job_log_json(request: Request) -> Response:
         after = int(request.query_params.get("after", 0))
     except ValueError:
         raise HTTPException(400, "after must be an integer") from None
-    lines = client_of(request).store.logs(job.id, after)
-    return ascii_json([{"id": line.id, "level": line.level, "message": line.message} for line in lines[:1000]])
+    lines = reads_of(request).logs(job.id, after, limit=LOG_LINES_PER_ANSWER)
+    return ascii_json([{"id": line.id, "level": line.level, "message": line.message} for line in lines])
 
 
 def group_json(request: Request) -> Response:
@@ -82,10 +85,8 @@ def workers_json(request: Request) -> Response:
 
 
 def worker_views(request: Request):
-    from genq.core.store.workers import WorkerRegistry
-
     client = client_of(request)
-    return WorkerRegistry(client.store.sessions).list(client.settings.lease_s)
+    return client.reads.workers(client.settings.lease_s)
 
 
 def metrics(request: Request) -> Response:
@@ -102,7 +103,7 @@ def artifact(request: Request) -> Response:
         validate_artifact_name(name)
     except ArtifactNameError:
         raise HTTPException(404, "no such artifact") from None
-    row = client_of(request).store.artifact(job.id, name)
+    row = reads_of(request).artifact(job.id, name)
     if row is None:
         raise HTTPException(404, "no such artifact")
     try:
@@ -124,21 +125,16 @@ def read_chunks(fd: int):
 def metric_chart(request: Request) -> Response:
     job = find_job(request)
     name = request.path_params["metric"]
-    with client_of(request).store.sessions() as session:
-        points = [tuple(row) for row in session.execute(select(Metric.step, Metric.value).where(
-            Metric.job_id == job.id, Metric.name == name).order_by(Metric.step))]
+    points = reads_of(request).metric_points(job.id, name)
     if not points:
         raise HTTPException(404, "no such metric")
     return Response(metric_chart_png(job.id, name, points), media_type="image/png")
 
 
 def group_figure(request: Request) -> Response:
-    name = request.path_params["name"]
-    if name not in GROUP_FIGURES:
-        raise HTTPException(404, "no such figure")
-    png = group_figure_png(find_group(request), name)
+    png = report_figure_png(find_group(request), request.path_params["name"])
     if png is None:
-        raise HTTPException(404, "no such figure for this group yet")
+        raise HTTPException(404, "no such figure for this group (yet)")
     return Response(png, media_type="image/png")
 
 

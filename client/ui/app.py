@@ -60,7 +60,7 @@ def make_app(settings: Settings | None = None, token: str | None = None,
     app.state.client = client
     app.state.templates = templates()
     app.state.csrf = CsrfTokens()
-    app.state.metrics = metrics_registry(client.store, client.settings.lease_s)
+    app.state.metrics = metrics_registry(client.reads, client.settings.lease_s)
     return app
 
 

@@ -5,13 +5,12 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-import click
 from pydantic.fields import FieldInfo
 
-from genq.client.submit import click_type, range_text
-from genq.core.params import JobParams
+from genq.core.params import JobParams, parameter_base_type, parameter_choices, parameter_help
 
 RUN_OPTIONS = ("queue", "priority")  # the run options the form offers besides the parameters
+TYPE_WORDS = {int: "integer", float: "float", str: "string"}
 
 
 @dataclass(frozen=True)
@@ -29,12 +28,11 @@ def form_fields(cls: type[JobParams]) -> list[FormField]:
 
 
 def form_field(name: str, field: FieldInfo) -> FormField:
-    kind = click_type(field.annotation)
-    choices = tuple(kind.choices) if isinstance(kind, click.Choice) else ()
-    help_text = (field.description or "") + range_text(field)
+    choices = parameter_choices(field.annotation)
+    help_text = parameter_help(field)
     if not field.is_required() and field.default is not None:
         help_text += f" [default: {field.default}]"
-    input_type = "select" if choices else ("number" if kind in (click.INT, click.FLOAT) else "text")
+    input_type = "select" if choices else ("number" if parameter_base_type(field.annotation) in (int, float) else "text")
     return FormField(name, name.replace("_", "-"), help_text, field.is_required(), choices, input_type)
 
 
@@ -46,25 +44,34 @@ class FieldError(ValueError):
 
 def parse_form(cls: type[JobParams], form: typing.Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(parameters, run options) from the form's strings, each converted as its CLI option converts it;
-    an empty field is left out (the declaration's default applies). FieldError names a bad field."""
+    an empty field is left out (the declaration's default applies). FieldError names a bad field; the
+    ranges are the declaration's to check."""
     values = {}
     for name, field in cls.model_fields.items():
         text = (form.get(name) or "").strip() if name != "prompt" and name != "negative" else form.get(name) or ""
         if text == "":
             continue
-        try:
-            values[name] = click_type(field.annotation).convert(text, None, None)
-        except click.BadParameter as exc:
-            raise FieldError(name, exc.message) from None
+        values[name] = converted(name, field.annotation, text)
     options: dict[str, Any] = {}
     if (queue := (form.get("queue") or "").strip()):
         options["queue"] = queue
     if (priority := (form.get("priority") or "").strip()):
-        try:
-            options["priority"] = click.IntRange(0, 9).convert(priority, None, None)
-        except click.BadParameter as exc:
-            raise FieldError("priority", exc.message) from None
+        options["priority"] = converted("priority", int, priority)
     return values, options
+
+
+def converted(name: str, annotation: Any, text: str) -> Any:
+    """A field's text as its parameter's type, or FieldError in the words the CLI uses."""
+    choices = parameter_choices(annotation)
+    if choices:
+        if text not in choices:
+            raise FieldError(name, f"{text!r} is not one of {', '.join(map(repr, choices))}.")
+        return text
+    base = parameter_base_type(annotation)
+    try:
+        return base(text)
+    except ValueError:
+        raise FieldError(name, f"{text!r} is not a valid {TYPE_WORDS[base]}.") from None
 
 
 def prefill(params: dict[str, Any]) -> dict[str, str]:

@@ -4,22 +4,20 @@ from __future__ import annotations
 import inspect
 from urllib.parse import urlencode
 
-from sqlalchemy import desc, func, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from genq.client.groups import group_summary
-from genq.client.render import duration, runs
-from genq.client.ui.api import client_of, find_group, find_job, worker_views
-from genq.client.ui.figures import group_figure_names, png_settings
+from genq.client.groups import group_summary, report_figure_names
+from genq.client.render import duration
+from genq.client.ui.api import client_of, find_group, find_job, reads_of, worker_views
+from genq.client.ui.figures import png_settings
 from genq.client.ui.forms import FieldError, form_fields, parse_form, prefill
-from genq.client.ui.queries import JobFilter, list_jobs, page_bounds
+from genq.client.ui.query_params import filter_query, job_filter, page_bounds
 from genq.core.kinds import KINDS
 from genq.core.params import SpecError
 from genq.core.store.artifacts import ArtifactStore
-from genq.core.store.models import JobLog, Metric
 from genq.core.store.states import JobStatus
 
 LOG_TAIL = 200
@@ -32,35 +30,31 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 
 def jobs_page(request: Request) -> Response:
-    where = JobFilter.from_query(request.query_params)
+    where = job_filter(request.query_params)
     limit, offset = page_bounds(request.query_params)
-    rows, more = list_jobs(client_of(request).store, where, limit, offset)
+    listed = reads_of(request).page(where, limit, offset)
     page = offset // limit + 1
-    query = where.as_query()
+    query = filter_query(where)
     link = lambda number: "/?" + urlencode({**query, "page": number, "limit": limit})  # noqa: E731
-    return render(request, "jobs.html", jobs=rows, where=where, states=STATES, kinds=sorted(KINDS), page=page,
-                  previous=link(page - 1) if page > 1 else None, next=link(page + 1) if more else None,
+    return render(request, "jobs.html", jobs=listed.jobs, where=where, states=STATES, kinds=sorted(KINDS), page=page,
+                  previous=link(page - 1) if page > 1 else None, next=link(page + 1) if listed.has_next else None,
                   api="/api/jobs?" + urlencode({**query, "page": page, "limit": limit}))
 
 
 def job_page(request: Request) -> Response:
     client = client_of(request)
     job = find_job(request)
-    store = client.store
+    reads = client.reads
     artifacts_store = ArtifactStore(client.settings.artifact_root)
     artifacts = []
-    for row in store.artifacts(job.id):
+    for row in reads.artifacts(job.id):
         image = row.media_type == "image/png"
         settings = png_settings(artifacts_store.path(job.id, row.name)) if image else {}
         artifacts.append({"row": row, "image": image, "settings": settings})
-    events = store.events(job.id)
-    with store.sessions() as session:
-        metric_names = [(name, count) for name, count in session.execute(
-            select(Metric.name, func.count()).where(Metric.job_id == job.id).group_by(Metric.name).order_by(Metric.name))]
-        log = list(reversed(session.scalars(select(JobLog).where(JobLog.job_id == job.id)
-                                            .order_by(desc(JobLog.id)).limit(LOG_TAIL)).all()))
-    return render(request, "job.html", job=job, events=events, runs=runs(events), took=duration(job),
-                  metrics=metric_names, artifacts=artifacts, log=log, last_log_id=log[-1].id if log else 0,
+    history = reads.history(job.id)
+    log = reads.log_tail(job.id, LOG_TAIL)
+    return render(request, "job.html", job=job, events=history.events, runs=history.runs, took=duration(job),
+                  metrics=reads.metric_names(job.id), artifacts=artifacts, log=log, last_log_id=log[-1].id if log else 0,
                   finished=JobStatus(job.status).finished)
 
 
@@ -72,7 +66,7 @@ def cancel_job(request: Request) -> Response:
 
 def group_page(request: Request) -> Response:
     group = find_group(request)
-    return render(request, "group.html", group=group_summary(group), figures=group_figure_names(group))
+    return render(request, "group.html", group=group_summary(group), figures=report_figure_names(group))
 
 
 def workers_page(request: Request) -> Response:
@@ -82,12 +76,12 @@ def workers_page(request: Request) -> Response:
 
 
 def submit_page(request: Request) -> Response:
-    kind = request.query_params.get("kind") or "sd"
+    kind = request.query_params.get("kind") or next(iter(KINDS))
     if kind not in KINDS:
         raise HTTPException(404, "no such kind")
     values: dict[str, str] = {}
     if (source := request.query_params.get("from")):
-        job = client_of(request).store.get(source)
+        job = reads_of(request).get(source)
         if job is not None and job.kind == kind:
             values = prefill(job.params)
             values.update(queue=job.queue, priority=str(job.priority))

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, update
 
 from genq.core.params import JobParams, RunOptions
 from genq.core.store.clock import db_now_plus
-from genq.core.store.jobs import MIN_ID_PREFIX, JobStore, submitted_event_values
+from genq.core.store.jobs import JobStore, submitted_event_values
 from genq.core.store.models import Group, Job, JobEvent, utcnow
 from genq.core.store.states import JobStatus
-
-
-class GroupNotFound(LookupError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -54,34 +49,6 @@ class GroupStore:
             session.expunge(group)
         return group, rows
 
-    def get(self, group_id: str) -> Group | None:
-        with self.sessions() as session:
-            return session.get(Group, group_id)
-
-    def resolve(self, ref: str) -> Group:
-        """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest of that name)."""
-        ref = ref.strip()
-        if group := self.get(ref.lower()):
-            return group
-        with self.sessions() as session:
-            named = session.scalars(select(Group).where(Group.name == ref).order_by(Group.created_at.desc())).first()
-            if named is not None:
-                return named
-            if len(ref) < MIN_ID_PREFIX:
-                raise GroupNotFound(f"no group {ref!r} (give its name, its id or at least {MIN_ID_PREFIX} characters of it)")
-            matches = session.scalars(select(Group).where(Group.id.startswith(ref.lower(), autoescape=True)).limit(2)).all()
-        if not matches:
-            raise GroupNotFound(f"no group {ref!r}")
-        if len(matches) > 1:
-            raise GroupNotFound(f"{ref!r} matches several groups: give more of the id")
-        return matches[0]
-
     def jobs_of(self, group_id: str) -> list[Job]:
-        return self.jobs.list(group_id=group_id, limit=None)
-
-    def counts(self, group_id: str) -> Counter:
-        """How many of the group's jobs are in each state."""
-        with self.sessions() as session:
-            rows = session.execute(select(Job.status, func.count()).where(Job.group_id == group_id)
-                                   .group_by(Job.status)).all()
-        return Counter({status: count for status, count in rows})
+        """The read model's (genq.core.reads), here for the lifecycle."""
+        return self.jobs.reads.group_jobs(group_id)

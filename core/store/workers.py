@@ -1,4 +1,4 @@
-"""The worker registry: one row per run of a worker process, kept fresh by its heartbeat.
+"""The worker registry: one row per run of a worker process, kept fresh by its presence loop.
 
 A worker says what it is when it starts (name, host, pid, device, queues, versions), then keeps
 `last_seen` (database clock), its state and its current job up to date. A worker that has not
@@ -68,15 +68,21 @@ class WorkerRegistry:
         return row_id
 
     def seen(self, row_id: str) -> None:
-        """The heartbeat: this worker is alive (and no longer `stopped`, should it have been marked so)."""
+        """Seen: this worker is alive (and no longer `stopped`, should it have been marked so)."""
         self._update(row_id, last_seen=db_now_plus(0))
 
     def busy(self, row_id: str, job_id: str) -> None:
-        self._update(row_id, state=WorkerState.BUSY.value, current_job=job_id, last_seen=db_now_plus(0))
+        self.report(row_id, job_id)
 
     def idle(self, row_id: str, finished_jobs: int = 1) -> None:
-        self._update(row_id, state=WorkerState.IDLE.value, current_job=None, last_seen=db_now_plus(0),
+        self.report(row_id, None, finished_jobs)
+
+    def report(self, row_id: str, current_job: str | None, finished_jobs: int = 0) -> bool:
+        """Busy with `current_job` (idle when None), `finished_jobs` more done; also seen."""
+        state = WorkerState.BUSY if current_job else WorkerState.IDLE
+        self._update(row_id, state=state.value, current_job=current_job, last_seen=db_now_plus(0),
                      jobs_done=Worker.jobs_done + finished_jobs)
+        return True
 
     def stopped(self, row_id: str) -> None:
         self._update(row_id, state=WorkerState.STOPPED.value, current_job=None, last_seen=db_now_plus(0))
@@ -115,6 +121,11 @@ class WorkerRegistry:
             views.append(WorkerView(row, state, (until - as_utc(_parse(row.started_at))).total_seconds(), progress))
         order = {WorkerState.BUSY: 0, WorkerState.IDLE: 0, WorkerState.LOST: 1, WorkerState.STOPPED: 2}
         return sorted(views, key=lambda view: (order[view.state], view.row.name))
+
+
+def worker_registry(sessions: sessionmaker) -> WorkerRegistry:
+    """The registry over this store: what a worker's presence writes through and the read model reads."""
+    return WorkerRegistry(sessions)
 
 
 def _parse(value: Any) -> datetime:

@@ -1,0 +1,311 @@
+"""The read model: every question the CLI, the Python API and the dashboard ask the store.
+
+Jobs (filtered, paged, by id or prefix), a job's history, runs, metrics, logs and artifacts,
+groups and their tables, the worker fleet, and the figures `/metrics` exports. Nothing here
+writes; the write side (genq.core.store.jobs, groups, workers) keeps its own fenced writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from genq.core.kinds import kind_class
+from genq.core.store.models import Artifact, Group, Job, JobEvent, JobLog, Metric
+from genq.core.store.states import JobStatus
+from genq.core.store.workers import WorkerView, worker_registry
+
+MIN_ID_PREFIX = 4
+FINISHED = tuple(s.value for s in JobStatus if s.finished)
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class GroupNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs to list; an empty or None field does not filter. `prompt` matches any part of the prompt."""
+
+    status: str | None = None
+    kind: str | None = None
+    group_id: str | None = None
+    queue: str | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    has_next: bool
+
+
+@dataclass(frozen=True)
+class Run:
+    """One attempt of a job: the worker and device that ran it, and how it ended (None while it runs)."""
+
+    attempt: int
+    worker: str | None
+    device: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    ended: str | None
+    batch: str | None  # the claim's reason, when the job ran in one batch with others
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    events: list[JobEvent]
+    runs: list[Run]
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    kind: str
+    state: str
+    count: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    """What `/metrics` exports, read at one scrape."""
+
+    jobs: dict[tuple[str, str], int]  # (state, kind) -> jobs
+    queued: dict[str, int]  # queue -> queued jobs
+    run_times: list[RunTimes]  # finished runs by kind and state
+    workers: dict[str, int]  # worker state -> workers
+
+
+class Reads:
+    def __init__(self, sessions: sessionmaker) -> None:
+        self.sessions = sessions
+        self._registry = worker_registry(sessions)
+
+    # -- jobs ---------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        with self.sessions() as session:
+            return session.get(Job, job_id)
+
+    def resolve(self, ref: str) -> Job:
+        """A full job id or a unique prefix of at least MIN_ID_PREFIX characters (matched literally)."""
+        ref = ref.strip().lower()
+        job = self.get(ref)
+        if job is not None:
+            return job
+        if len(ref) < MIN_ID_PREFIX:
+            raise JobNotFound(f"no job {ref!r} (give the full id or at least {MIN_ID_PREFIX} characters of it)")
+        with self.sessions() as session:
+            matches = session.scalars(select(Job).where(Job.id.startswith(ref, autoescape=True)).limit(2)).all()
+        if not matches:
+            raise JobNotFound(f"no job {ref!r}")
+        if len(matches) > 1:
+            raise JobNotFound(f"{ref!r} matches several jobs: give more of the id")
+        return matches[0]
+
+    def jobs(self, where: JobFilter = JobFilter(), limit: int | None = 20, offset: int = 0) -> list[Job]:
+        """Newest first; a group's jobs (where.group_id) in their sweep's order. `limit` None: all of them."""
+        query = _filtered(where)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.sessions() as session:
+            return list(session.scalars(query.offset(offset)))
+
+    def page(self, where: JobFilter, limit: int, offset: int) -> JobPage:
+        """One page of `jobs`, and whether a next one exists (one row more is read; nothing is counted)."""
+        rows = self.jobs(where, limit + 1, offset)
+        return JobPage(rows[:limit], len(rows) > limit)
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with self.sessions() as session:
+            return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+    def history(self, job_id: str) -> JobHistory:
+        events = self.events(job_id)
+        return JobHistory(events, runs_of(events))
+
+    # -- metrics ------------------------------------------------------------------------
+    def metrics(self, job_id: str) -> list[Metric]:
+        """Every point of every metric, by name then step."""
+        with self.sessions() as session:
+            return list(session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.name, Metric.step)))
+
+    def metric_series(self, job_id: str) -> dict[str, list[tuple[int, float]]]:
+        """Each metric's (step, value) points, in step order."""
+        series: dict[str, list[tuple[int, float]]] = {}
+        for metric in self.metrics(job_id):
+            series.setdefault(metric.name, []).append((metric.step, metric.value))
+        return series
+
+    def metric_names(self, job_id: str) -> list[tuple[str, int]]:
+        """(name, number of points) of each metric, by name."""
+        with self.sessions() as session:
+            return [(name, count) for name, count in session.execute(
+                select(Metric.name, func.count()).where(Metric.job_id == job_id)
+                .group_by(Metric.name).order_by(Metric.name))]
+
+    def metric_points(self, job_id: str, name: str) -> list[tuple[int, float]]:
+        with self.sessions() as session:
+            return [(step, value) for step, value in session.execute(
+                select(Metric.step, Metric.value).where(Metric.job_id == job_id, Metric.name == name)
+                .order_by(Metric.step))]
+
+    # -- logs ---------------------------------------------------------------------------
+    def logs(self, job_id: str, after_id: int = 0, limit: int | None = None) -> list[JobLog]:
+        """The job's log lines after line `after_id`, oldest first."""
+        query = select(JobLog).where(JobLog.job_id == job_id, JobLog.id > after_id).order_by(JobLog.id)
+        with self.sessions() as session:
+            return list(session.scalars(query if limit is None else query.limit(limit)))
+
+    def log_tail(self, job_id: str, count: int) -> list[JobLog]:
+        """The job's last `count` log lines, oldest first."""
+        with self.sessions() as session:
+            newest = session.scalars(select(JobLog).where(JobLog.job_id == job_id)
+                                     .order_by(JobLog.id.desc()).limit(count)).all()
+        return list(reversed(newest))
+
+    # -- artifacts ----------------------------------------------------------------------
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+    def artifact(self, job_id: str, name: str) -> Artifact | None:
+        with self.sessions() as session:
+            return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+
+    # -- groups -------------------------------------------------------------------------
+    def group(self, group_id: str) -> Group | None:
+        with self.sessions() as session:
+            return session.get(Group, group_id)
+
+    def resolve_group(self, ref: str) -> Group:
+        """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest of that name)."""
+        ref = ref.strip()
+        if group := self.group(ref.lower()):
+            return group
+        with self.sessions() as session:
+            named = session.scalars(select(Group).where(Group.name == ref).order_by(Group.created_at.desc())).first()
+            if named is not None:
+                return named
+            if len(ref) < MIN_ID_PREFIX:
+                raise GroupNotFound(f"no group {ref!r} (give its name, its id or at least {MIN_ID_PREFIX} characters of it)")
+            matches = session.scalars(select(Group).where(Group.id.startswith(ref.lower(), autoescape=True)).limit(2)).all()
+        if not matches:
+            raise GroupNotFound(f"no group {ref!r}")
+        if len(matches) > 1:
+            raise GroupNotFound(f"{ref!r} matches several groups: give more of the id")
+        return matches[0]
+
+    def group_jobs(self, group_id: str) -> list[Job]:
+        """Every job of the group, in its sweep's order."""
+        return self.jobs(JobFilter(group_id=group_id), limit=None)
+
+    def group_counts(self, group_id: str) -> Counter:
+        """How many of the group's jobs are in each state."""
+        with self.sessions() as session:
+            rows = session.execute(select(Job.status, func.count()).where(Job.group_id == group_id)
+                                   .group_by(Job.status)).all()
+        return Counter({status: count for status, count in rows})
+
+    def group_table(self, group_id: str, rows: Sequence[Job] | None = None) -> list[dict[str, Any]]:
+        """One dict per job of the group: id, the swept values, status, seconds it ran, and the kind's
+        result figures. `rows`: the group's jobs when the caller has read them already."""
+        group = self.group(group_id)
+        if group is None:
+            raise GroupNotFound(f"no group {group_id!r}")
+        rows = self.group_jobs(group_id) if rows is None else rows
+        return sweep_table(rows, swept_names(group.definition), kind_class(group.kind).summary)
+
+    # -- workers and queues -------------------------------------------------------------
+    def workers(self, lease_s: float, include_all: bool = False) -> list[WorkerView]:
+        """The fleet: live workers, then lost ones (silent past `lease_s`), then stopped ones; without
+        `include_all` only the last day's lost and stopped runs."""
+        return self._registry.list(lease_s, include_all=include_all)
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Queued jobs per queue."""
+        with self.sessions() as session:
+            return {queue: count for queue, count in session.execute(
+                select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED.value).group_by(Job.queue))}
+
+    def figures(self, lease_s: float) -> StoreFigures:
+        with self.sessions() as session:
+            jobs = {(state, kind): count for state, kind, count in session.execute(
+                select(Job.status, Job.kind, func.count()).group_by(Job.status, Job.kind))}
+            seconds = run_seconds(session.get_bind().dialect.name)
+            run_times = [RunTimes(kind, state, count, float(total or 0.0)) for kind, state, count, total in session.execute(
+                select(Job.kind, Job.status, func.count(), func.sum(seconds))
+                .where(Job.status.in_(FINISHED), Job.started_at.is_not(None), Job.finished_at.is_not(None))
+                .group_by(Job.kind, Job.status))]
+        workers = Counter(view.state.value for view in self.workers(lease_s))
+        return StoreFigures(jobs, self.queue_lengths(), run_times, dict(sorted(workers.items())))
+
+
+def _filtered(where: JobFilter):
+    if where.group_id:
+        query = select(Job).where(Job.group_id == where.group_id).order_by(Job.group_index)
+    else:
+        query = select(Job).order_by(Job.submitted_at.desc(), Job.id.desc())
+    if where.status:
+        query = query.where(Job.status == where.status)
+    if where.kind:
+        query = query.where(Job.kind == where.kind)
+    if where.queue:
+        query = query.where(Job.queue == where.queue)
+    if where.prompt:
+        query = query.where(Job.params["prompt"].as_string().icontains(where.prompt, autoescape=True))
+    return query
+
+
+def run_seconds(dialect: str):
+    """A finished job's run time in seconds, as SQL."""
+    if dialect == "postgresql":
+        return func.extract("epoch", Job.finished_at - Job.started_at)
+    return (func.julianday(Job.finished_at) - func.julianday(Job.started_at)) * 86400.0
+
+
+def runs_of(events: Iterable[JobEvent]) -> list[Run]:
+    """Each attempt of a job, from its transitions."""
+    runs: list[Run] = []
+    for event in events:
+        if event.to_status == JobStatus.RUNNING.value:
+            batch = event.reason if event.reason and "batch" in event.reason else None
+            runs.append(Run(len(runs) + 1, event.worker, event.device, event.at, None, None, batch))
+        elif event.from_status == JobStatus.RUNNING.value and runs:
+            runs[-1] = dataclasses.replace(runs[-1], ended_at=event.at, ended=event.to_status)
+    return runs
+
+
+def swept_names(definition: dict[str, Any]) -> list[str]:
+    """A group's swept parameters, in the order of its sweep (a prompt file's axis names prompt and negative)."""
+    names: list[str] = []
+    for name, values in definition["swept"].items():
+        keys = [key for value in values if isinstance(value, dict) for key in value] or [name]
+        names.extend(key for key in dict.fromkeys(keys) if key not in names)
+    return names
+
+
+def sweep_table(rows: Iterable[Job], swept: Sequence[str], summary: Sequence[str]) -> list[dict[str, Any]]:
+    """One dict per job: id, its swept values, status, seconds it ran, then the `summary` keys of its
+    result (else the parameter of that name: a seed chosen at submit)."""
+    table = []
+    for row in rows:
+        seconds = None
+        if row.started_at and row.finished_at:
+            seconds = round((row.finished_at - row.started_at).total_seconds(), 2)
+        point, result = row.group_point or {}, row.result or {}
+        line = {"id": row.id, **{name: point.get(name, row.params.get(name)) for name in swept},
+                "status": row.status, "seconds": seconds}
+        for key in summary:
+            line.setdefault(key, result[key] if key in result else row.params.get(key))
+        table.append(line)
+    return table
