@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -19,6 +18,9 @@ from genq.client.visible import visible
 from genq.client.waiting import wait_for
 from genq.core.config import load_settings, redact_url
 from genq.core.kinds import KINDS
+from genq.core.polling import poll_until
+from genq.core.reads import JobFilter
+from genq.core.store.models import Job
 from genq.core.store.states import JobStatus
 
 STATUSES = [s.value for s in JobStatus]
@@ -71,7 +73,7 @@ def wait(rt: Runtime, job: str | None, group_ref: str | None, timeout: float | N
         else:
             click.echo(visible(f"group {group.id}: " + ", ".join(f"{n} {s}" for s, n in summary["counts"].items())))
         raise SystemExit(0 if summary["counts"].get(JobStatus.SUCCEEDED.value, 0) == group.size else 1)
-    found = wait_for(rt.store, rt.job(job).id, timeout, show_progress=not as_json)
+    found = wait_for(rt.reads, rt.job(job).id, timeout, show_progress=not as_json)
     echo_json(job_summary(found)) if as_json else click.echo(status_line(found))
     raise SystemExit(0 if found.status == JobStatus.SUCCEEDED.value else 1)
 
@@ -88,7 +90,7 @@ def list_jobs(rt: Runtime, status_filter, kind, group_ref, limit, as_json) -> No
     """List recent jobs, newest first (a group's jobs in sweep order)."""
     group_id = rt.group(group_ref).id if group_ref is not None else None
     limit = limit or (None if group_id else 20)
-    jobs = rt.store.list(status=status_filter, kind=kind, limit=limit, group_id=group_id)
+    jobs = rt.reads.jobs(JobFilter(status=status_filter, kind=kind, group_id=group_id), limit)
     if as_json:
         echo_json([job_summary(j) for j in jobs])
         return
@@ -102,7 +104,7 @@ def list_jobs(rt: Runtime, status_filter, kind, group_ref, limit, as_json) -> No
 @pass_runtime
 def show(rt: Runtime, job: str, as_json: bool) -> None:
     """Everything about a job: params, status, timings, metrics, artifacts."""
-    details = job_details(rt.store, rt.job(job), rt.settings.artifact_root)
+    details = job_details(rt.reads, rt.job(job), rt.settings.artifact_root)
     echo_json(details) if as_json else click.echo(show_text(details))
 
 
@@ -119,7 +121,7 @@ def artifacts(rt: Runtime, job: str, download: Path | None, as_json: bool) -> No
     DIR, and checks every copy against its recorded size and sha256 before any is put in place.
     """
     found = rt.job(job)
-    rows = rt.store.artifacts(found.id)
+    rows = rt.reads.artifacts(found.id)
     items = [artifact_summary(a, rt.settings.artifact_root) for a in rows]
     if download is not None:
         for item, target in zip(items, download_verified(rows, rt.settings.artifact_root, download)):
@@ -148,13 +150,16 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
     """Print the job's own log lines."""
     found = rt.job(job)
     last_id = 0
-    while True:
-        for line in rt.store.logs(found.id, after_id=last_id):
+
+    def print_new_lines() -> Job:
+        nonlocal last_id
+        now = rt.reads.get(found.id)  # read before the lines: every line of a job seen finished is printed
+        for line in rt.reads.logs(found.id, after_id=last_id):
             click.echo(visible(f"{line.at:%H:%M:%S} {line.level:<7} ") + visible(line.message, multiline=True))
             last_id = line.id
-        if not follow or JobStatus(rt.store.get(found.id).status).finished:
-            break
-        time.sleep(0.5)
+        return now
+
+    poll_until(print_new_lines, lambda now: not follow or JobStatus(now.status).finished, timeout=None)
 
 
 @cli.command()
@@ -164,9 +169,7 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
 def workers(rt: Runtime, show_all: bool, as_json: bool) -> None:
     """The fleet: each worker's state (idle, busy, stopped, or lost: silent past GENQ_LEASE), device,
     current job and its progress, jobs done and uptime. Live workers first."""
-    from genq.core.store.workers import WorkerRegistry
-
-    views = WorkerRegistry(rt.store.sessions).list(rt.settings.lease_s, include_all=show_all)
+    views = rt.reads.workers(rt.settings.lease_s, include_all=show_all)
     summaries = [worker_summary(view) for view in views]
     echo_json(summaries) if as_json else click.echo(workers_table(summaries))
 
@@ -177,9 +180,6 @@ def workers(rt: Runtime, show_all: bool, as_json: bool) -> None:
 @pass_runtime
 def cancel(rt: Runtime, job: str | None, group_ref: str | None) -> None:
     """Cancel a job (or a group's jobs): a queued one never runs; a running one stops at its next epoch or step."""
-    from genq.worker import testing_hooks
-    from genq.worker.dependencies import fail_chain
-
     job_or_group(job, group_ref)
     if group_ref is not None:
         outcomes = rt.group(group_ref).cancel()
@@ -189,13 +189,10 @@ def cancel(rt: Runtime, job: str | None, group_ref: str | None) -> None:
             click.echo("every job of the group had already finished")
         return
     job_id = rt.job(job).id
-    outcome = rt.store.request_cancel(job_id)
-    click.echo(visible(f"{job}: {outcome.message}"))
-    testing_hooks.pause_at("after-cancel", job_id)
-    if outcome.never_ran:  # (if this process dies here, a worker's reconciler fails them instead)
-        for waiting in rt.store.waiting_on(job_id):
-            fail_chain(rt.store, waiting.id, f"dependency {job_id} was cancelled")
-            click.echo(f"{waiting.id}: failed, it waited for {job_id}")
+    cancelled = rt.client.lifecycle.cancel(job_id)
+    click.echo(visible(f"{job}: {cancelled.message}"))
+    for waiting in cancelled.failed_dependents:
+        click.echo(f"{waiting}: failed, it waited for {job_id}")
 
 
 @cli.group()

@@ -1,4 +1,4 @@
-"""What every command needs: settings, the store (after the schema check), the Celery app."""
+"""What every command needs: settings, the store (after the schema check) and its read model."""
 from __future__ import annotations
 
 from functools import cached_property
@@ -6,8 +6,9 @@ from functools import cached_property
 import click
 
 from genq.core.config import Settings, load_settings
+from genq.core.reads import JobNotFound, Reads
 from genq.core.store.db import SchemaError
-from genq.core.store.jobs import JobNotFound, JobStore
+from genq.core.store.jobs import JobStore
 from genq.core.store.models import Job
 
 
@@ -37,12 +38,13 @@ class Runtime:
             raise click.ClickException(str(exc)) from exc
 
     @cached_property
-    def app(self):
-        return self.client.app
+    def reads(self) -> Reads:
+        self.store  # the schema check, as a one-line error
+        return self.client.reads
 
     def job(self, ref: str) -> Job:
         try:
-            return self.store.resolve(ref)
+            return self.reads.resolve(ref)
         except JobNotFound as exc:
             raise click.ClickException(str(exc)) from exc
 

@@ -15,25 +15,25 @@ transaction (all or none) and its wake-ups are published over one broker connect
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
 from genq.core import sweeps
 from genq.core.config import DEFAULT_PRIORITY, Settings, check_queue_name, load_settings
 from genq.core.kinds import kind_class
 from genq.core.params import JobParams, RunOptions, SpecError, parse, spec_error
+from genq.core.polling import StillWaiting, poll_until
+from genq.core.reads import GroupNotFound, JobFilter, JobNotFound, Reads, swept_names
 from genq.core.store import models
-from genq.core.store.groups import GroupNotFound, GroupStore, PlannedJob
-from genq.core.store.jobs import JobNotFound, JobStore
+from genq.core.store.groups import GroupStore, PlannedJob
+from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus
 
 __all__ = ["Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError", "NotFound"]
 
 OPEN_RETRY_S = 10.0  # a database restarting is back within this; a wrong URL should not keep the caller waiting
-POLL_S = 0.5
 SWEEPABLE = (list, tuple, range)  # in Client.sweep, a value of these types is swept; anything else is fixed
 
 
@@ -63,34 +63,37 @@ class Client:
 
     @cached_property
     def store(self) -> JobStore:
+        from genq.core.retry import retrying
         from genq.core.store.db import check_schema, make_engine, session_factory
-        from genq.worker.retry import retrying
 
         engine = make_engine(self.settings.database_url)
         retrying(lambda: check_schema(engine), min(self.settings.retry_for_s, OPEN_RETRY_S), "opening the store")
         return JobStore(session_factory(engine), self.settings.queue_for)
 
     @cached_property
-    def groups(self) -> GroupStore:
-        return GroupStore(self.store)
+    def reads(self) -> Reads:
+        """Every read of the store (jobs, their metrics, logs and artifacts, groups, workers)."""
+        return Reads(self.store.sessions)
 
     @cached_property
-    def app(self):
-        from genq.worker.app import make_app
+    def groups(self) -> GroupStore:
+        return self.lifecycle.groups
 
-        return make_app(self.settings)
+    @cached_property
+    def lifecycle(self):
+        """The engine every change of a job goes through (its Celery app is made on the first wake-up)."""
+        from genq.core.lifecycle import Lifecycle
+
+        return Lifecycle(self.store, self.settings)
 
     # -- submitting ----------------------------------------------------------------------
     def submit(self, kind: str | type[JobParams], *, after: str | None = None, time_limit: float | None = None, retries: int = 0,
                idempotency_key: str | None = None, queue: str | None = None, priority: int = DEFAULT_PRIORITY,
                **params: Any) -> "Job":
         """Validate and store one job, then wake a worker (or wait for `after` to succeed first)."""
-        from genq.worker import dependencies
-
         options = run_options(time_limit, retries, idempotency_key, queue, priority)
         planned = self.plan(kind, params, after)
-        row, unsent = dependencies.submit(self.app, self.store, planned.params, depends_on=planned.depends_on,
-                                          retry_for_s=self.settings.retry_for_s, options=options)
+        row, unsent = self.lifecycle.submit(planned.params, depends_on=planned.depends_on, options=options)
         return Job(self, row.id, unsent=unsent)
 
     def sweep(self, kind: str | type[JobParams], *, name: str | None = None, after: str | None = None,
@@ -110,10 +113,6 @@ class Client:
     def submit_sweep(self, kind: str | type[JobParams], sweep: sweeps.Sweep, *, name: str | None, after: str | None,
                      options: RunOptions, confirm: bool = False) -> "Group":
         """Validate every point, store the group and all its jobs in one transaction, then wake workers."""
-        from genq.worker import dependencies
-        from genq.worker.dispatch import SEND_RETRY_S, BrokerUnavailable, publish
-        from genq.worker.retry import is_transient, retrying
-
         if options.idempotency_key:
             raise SpecError("applies to one job, not to a sweep", "idempotency_key")
         if name is not None and not name.strip():
@@ -129,24 +128,8 @@ class Client:
             except SpecError as exc:
                 raise SweepPointError(exc, point) from None
             planned.append(PlannedJob(plan.params, plan.depends_on, point))
-        group, rows = self.groups.create(kind_of(kind).kind, name.strip() if name else None, sweep.definition(), planned, options)
-        unsent = None
-        try:
-            # Their send time was set with their rows, in the same transaction, so no second write here
-            queued = [row["id"] for row in rows if row["status"] == JobStatus.QUEUED.value]
-            routes = {row["id"]: (row["queue"], row["priority"]) for row in rows}
-            retrying(lambda: publish(self.app, queued, routes), min(self.settings.retry_for_s, SEND_RETRY_S),
-                     f"sending {len(queued)} jobs")
-            for row in rows:
-                if row["status"] == JobStatus.WAITING.value:
-                    dependencies.release_if_ready(self.app, self.store, self.store.get(row["id"]),
-                                                  retry_for_s=self.settings.retry_for_s)
-        except BrokerUnavailable as exc:
-            unsent = str(exc)  # stored all the same: a worker's reconciler sends them once the broker answers
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            unsent = f"the store stopped answering after the jobs were stored: {type(exc).__name__}"
+        group, unsent = self.lifecycle.submit_group(kind_of(kind).kind, name.strip() if name else None,
+                                                    sweep.definition(), planned, options)
         return Group(self, group.id, unsent=unsent)
 
     def plan(self, kind: str | type[JobParams], values: Mapping[str, Any], after: str | None) -> PlannedJob:
@@ -164,7 +147,7 @@ class Client:
 
     def _resolve(self, ref: str, field: str, required_kind: str | None = None) -> str:
         try:
-            job = self.store.resolve(ref)
+            job = self.reads.resolve(ref)
         except LookupError as exc:
             raise SpecError(exc.args[0], field) from None
         if required_kind and job.kind != required_kind:
@@ -175,19 +158,20 @@ class Client:
     def job(self, ref: str) -> "Job":
         """A job by its id or a unique prefix of it."""
         try:
-            return Job(self, self.store.resolve(ref).id)
+            return Job(self, self.reads.resolve(ref).id)
         except JobNotFound as exc:
             raise NotFound(str(exc)) from None
 
     def group(self, ref: str) -> "Group":
         """A group by its id, a unique prefix of it, or its name (the latest group of that name)."""
         try:
-            return Group(self, self.groups.resolve(ref).id)
+            return Group(self, self.reads.resolve_group(ref).id)
         except GroupNotFound as exc:
             raise NotFound(str(exc)) from None
 
     def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 20) -> list["Job"]:
-        return [Job(self, row.id) for row in self.store.list(status, kind, limit)]
+        """The latest jobs first (of a state and kind, when given)."""
+        return [Job(self, row.id) for row in self.reads.jobs(JobFilter(status=status, kind=kind), limit)]
 
 
 def kind_of(kind: str | type[JobParams]) -> type[JobParams]:
@@ -249,7 +233,7 @@ class Job:
 
     def row(self) -> models.Job:
         """The job's row as it is now."""
-        return self.client.store.get(self.id)
+        return self.client.reads.get(self.id)
 
     @property
     def kind(self) -> str:
@@ -277,41 +261,38 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> "Job":
         """Until the job has finished (any way); TimeoutError after `timeout` seconds."""
-        wait_until(lambda: self.finished, timeout, lambda: f"job {self.id} is still {self.status} after {timeout:g}s")
+        try:
+            poll_until(self.row, lambda row: JobStatus(row.status).finished, timeout)
+        except StillWaiting as exc:
+            raise TimeoutError(f"job {self.id} is still {exc.last.status} after {timeout:g}s") from None
         return self
 
     def metrics(self) -> dict[str, list[tuple[int, float]]]:
         """Each metric's (step, value) points, in step order."""
-        series: dict[str, list[tuple[int, float]]] = {}
-        for metric in self.client.store.metrics(self.id):
-            series.setdefault(metric.name, []).append((metric.step, metric.value))
-        return {name: sorted(points) for name, points in series.items()}
+        return self.client.reads.metric_series(self.id)
 
     def artifacts(self) -> list[Artifact]:
         from genq.core.store.artifacts import ArtifactStore
 
         files = ArtifactStore(self.client.settings.artifact_root)
         return [Artifact(a.name, files.path(self.id, a.name), a.media_type, a.size, a.sha256)
-                for a in self.client.store.artifacts(self.id)]
+                for a in self.client.reads.artifacts(self.id)]
 
     def artifact(self, name: str) -> Artifact:
-        for artifact in self.artifacts():
-            if artifact.name == name:
-                return artifact
-        raise NotFound(f"job {self.id} has no artifact {name!r}")
+        from genq.core.store.artifacts import ArtifactStore
+
+        row = self.client.reads.artifact(self.id, name)
+        if row is None:
+            raise NotFound(f"job {self.id} has no artifact {name!r}")
+        path = ArtifactStore(self.client.settings.artifact_root).path(self.id, row.name)
+        return Artifact(row.name, path, row.media_type, row.size, row.sha256)
 
     def logs(self) -> list[str]:
-        return [line.message for line in self.client.store.logs(self.id)]
+        return [line.message for line in self.client.reads.logs(self.id)]
 
     def cancel(self) -> str:
-        """Ask the job to stop (a queued one never runs); what happened, in words."""
-        from genq.worker.dependencies import fail_chain
-
-        outcome = self.client.store.request_cancel(self.id)
-        if outcome.never_ran:
-            for waiting in self.client.store.waiting_on(self.id):
-                fail_chain(self.client.store, waiting.id, f"dependency {self.id} was cancelled")
-        return outcome.message
+        """Ask the job to stop (a queued one never runs, and what waits for it fails); what happened, in words."""
+        return self.client.lifecycle.cancel(self.id).message
 
 
 class Group:
@@ -320,7 +301,7 @@ class Group:
     def __init__(self, client: Client, group_id: str, unsent: str | None = None) -> None:
         self.client, self.id = client, group_id
         self.unsent = unsent
-        row = client.groups.get(group_id)
+        row = client.reads.group(group_id)
         self.name, self.kind, self.size, self.definition = row.name, row.kind, row.size, row.definition
         self.created_at = row.created_at
 
@@ -330,65 +311,45 @@ class Group:
     @property
     def swept(self) -> list[str]:
         """The swept parameters, in the order of the sweep (a prompt file's axis names prompt and negative)."""
-        names: list[str] = []
-        for name, values in self.definition["swept"].items():
-            keys = [key for value in values if isinstance(value, dict) for key in value] or [name]
-            names.extend(key for key in dict.fromkeys(keys) if key not in names)
-        return names
+        return swept_names(self.definition)
 
     @property
     def jobs(self) -> list[Job]:
-        return [Job(self.client, row.id) for row in self.client.groups.jobs_of(self.id)]
+        return [Job(self.client, row.id) for row in self.rows()]
 
     def rows(self) -> list[models.Job]:
-        return self.client.groups.jobs_of(self.id)
+        """The group's jobs as they are now, in the order of the sweep."""
+        return self.client.reads.group_jobs(self.id)
 
     def counts(self) -> dict[str, int]:
-        return dict(self.client.groups.counts(self.id))
+        return dict(self.client.reads.group_counts(self.id))
 
     @property
     def finished(self) -> bool:
-        counts = self.counts()
+        return self.all_finished(self.counts())
+
+    def all_finished(self, counts: Mapping[str, int]) -> bool:
         return sum(count for status, count in counts.items() if JobStatus(status).finished) == self.size
 
     def wait(self, timeout: float | None = None) -> "Group":
         """Until every job has finished (any way); TimeoutError after `timeout` seconds."""
-        wait_until(lambda: self.finished, timeout, lambda: f"group {self.id}: {self.counts()} after {timeout:g}s")
+        try:
+            poll_until(self.counts, self.all_finished, timeout)
+        except StillWaiting as exc:
+            raise TimeoutError(f"group {self.id}: {exc.last} after {timeout:g}s") from None
         return self
 
     def cancel(self) -> dict[str, str]:
         """Cancel every job not finished yet: job id -> what happened."""
-        return {row.id: Job(self.client, row.id).cancel() for row in self.rows() if not JobStatus(row.status).finished}
+        return {done.job_id: done.message for done in self.client.lifecycle.cancel_group(self.id)}
 
     def table(self):
         """One dict per job: id, the swept values, status, seconds it ran, and the kind's result
         figures (test loss for train-vae, seed for sd). A pandas DataFrame when pandas is installed."""
-        rows = group_table(self.rows(), self.swept, kind_class(self.kind).summary)
+        rows = self.client.reads.group_table(self.id)
         try:
             import pandas
         except ImportError:
             return rows
         return pandas.DataFrame(rows)
 
-
-def group_table(rows: Iterable[models.Job], swept: Sequence[str], summary: Sequence[str]) -> list[dict[str, Any]]:
-    table = []
-    for row in rows:
-        seconds = None
-        if row.started_at and row.finished_at:
-            seconds = round((row.finished_at - row.started_at).total_seconds(), 2)
-        point, result = row.group_point or {}, row.result or {}
-        line = {"id": row.id, **{name: point.get(name, row.params.get(name)) for name in swept},
-                "status": row.status, "seconds": seconds}
-        for key in summary:  # a figure of the result, else the parameter of that name (a seed chosen at submit)
-            line.setdefault(key, result[key] if key in result else row.params.get(key))
-        table.append(line)
-    return table
-
-
-def wait_until(done, timeout: float | None, describe) -> None:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not done():
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(describe())
-        time.sleep(POLL_S)

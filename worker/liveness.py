@@ -1,10 +1,11 @@
-"""Liveness: the heartbeat that renews a run's lease, the takeover rule, and the reconciler.
+"""Liveness: the heartbeat that renews a run's lease, and the reconciler.
 
 - A running job holds a lease (`lease_until`, database clock). Its run's heartbeat renews it with
   one query that also reports cancellation and whether the run still holds the job.
-- Takeover rule: only a job whose lease has passed by the database's clock is taken over: ended
-  `cancelled` if cancellation was asked, `failed` after GENQ_MAX_ATTEMPTS runs, else requeued and
-  sent again. The attempt number fences the transition, so two reconcilers cannot both act.
+- Takeover rule (Lifecycle.take_over): only a job whose lease has passed by the database's clock is
+  taken over: ended `cancelled` if cancellation was asked, `failed` after GENQ_MAX_ATTEMPTS runs,
+  else requeued and sent again. The attempt number fences the transition, so two reconcilers cannot
+  both act.
 - The reconciler, on every worker, makes progress certain whatever messages were lost: it takes
   over expired leases, releases waiting jobs whose dependency ended, and re-sends queued jobs whose
   wake-up is older than GENQ_RESEND_AFTER and is not in the broker (see `resend_lost`).
@@ -13,98 +14,87 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from celery import Celery
-
+from genq.core.broker import job_ids_in_broker, queued_message_count
 from genq.core.config import Settings
-from genq.core.store.clock import db_now_plus
-from genq.core.store.jobs import JobStore
-from genq.core.store.models import Job
-from genq.core.store.states import JobStatus, TransitionError
-from genq.worker.dependencies import release_dependents, release_if_ready
-from genq.worker.dispatch import job_ids_in_broker, queued_message_count, send_queued
+from genq.core.lifecycle import Lifecycle
+from genq.core.store.states import JobStatus
+from genq.worker.loop import BackgroundLoop
 
 log = logging.getLogger("genq.liveness")
+# Between heartbeats a run looks for a cancel at every step; the store is read for it at most this often.
+CANCEL_READ_EVERY_S = 0.25
 
 
-class Heartbeat:
-    """Renews the run's lease in a background thread and picks up cancellation and supersession."""
+class Heartbeat(BackgroundLoop):
+    """Renews one run's lease every GENQ_HEARTBEAT_INTERVAL and is the one reader of its cancellation
+    and of whether it still holds the job (superseded)."""
 
-    def __init__(self, store: JobStore, job_id: str, attempt: int, settings: Settings) -> None:
-        self.store, self.job_id, self.attempt = store, job_id, attempt
-        self.interval_s = settings.heartbeat_interval_s
+    def __init__(self, lifecycle: Lifecycle, job_id: str, attempt: int, settings: Settings) -> None:
+        self.name = f"heartbeat-{job_id[:8]}"
+        super().__init__(settings.heartbeat_interval_s)
+        self.store, self.job_id, self.attempt = lifecycle.store, job_id, attempt
         self.lease_s = settings.lease_s
         self.cancel_requested = threading.Event()
         self.superseded = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id[:8]}", daemon=True)
+        self._cancel_read = float("-inf")
+        self.flush_stale = None  # set by the run's context: writes its small writes that have waited
 
     def __enter__(self) -> "Heartbeat":
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval_s + 5)
+        self.stop(wait=True)
 
-    def beat(self) -> None:
-        beat = self.store.heartbeat(self.job_id, self.attempt, self.lease_s)
+    def tick(self) -> None:
+        try:
+            beat = self.store.heartbeat(self.job_id, self.attempt, self.lease_s)
+        except Exception:
+            log.exception("heartbeat for job %s failed; the lease runs on until the next one", self.job_id)
+            return
         if not beat.holds_lease:
             self.superseded.set()  # taken over (or ended) elsewhere: this run must stop writing
         if beat.cancel_requested:
             self.cancel_requested.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        if self.flush_stale is not None and not self.superseded.is_set():
             try:
-                self.beat()
-            except Exception:
-                log.exception("heartbeat for job %s failed; the lease runs on until the next one", self.job_id)
+                self.flush_stale()
+            except Exception as exc:  # the run meets the same failure at its next write
+                log.warning("job %s: pending writes not written yet (%s)", self.job_id, type(exc).__name__)
+
+    def cancel_asked(self, read) -> bool:
+        """Whether cancellation was asked: as the last heartbeat learned it, or, between heartbeats, as
+        `read()` finds it in the store (at most every CANCEL_READ_EVERY_S)."""
+        if self.cancel_requested.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._cancel_read < CANCEL_READ_EVERY_S:
+            return False
+        self._cancel_read = now
+        if read(lambda: self.store.cancel_requested(self.job_id), "cancel check"):
+            self.cancel_requested.set()
+        return self.cancel_requested.is_set()
 
 
-def take_over(app: Celery, store: JobStore, job: Job, settings: Settings, me: str) -> JobStatus | None:
-    """Act on a running job whose lease has passed; returns its new status, None if someone else acted."""
-    lost = f"lease of {job.worker_host} expired (attempt {job.attempts})"
-    if job.cancel_requested:
-        outcome, reason, values = JobStatus.CANCELLED, f"{lost}; cancelled as asked", {"error": "cancelled by request"}
-    elif job.attempts >= settings.max_attempts:
-        reason = f"{lost}; gave up after {job.attempts} attempts"
-        outcome, values = JobStatus.FAILED, {"error": reason}
-    else:
-        outcome, reason, values = JobStatus.QUEUED, f"{lost}; requeued", {"last_sent_at": db_now_plus(0)}
-    try:
-        store.transition(job.id, JobStatus.RUNNING, outcome, worker=me, reason=reason,
-                         expected_attempts=job.attempts, values=values,
-                         only_if=Job.lease_until < db_now_plus(0))  # renewed since it was read: not ours
-    except TransitionError:
-        return None
-    log.warning("job %s: %s", job.id, reason)
-    if outcome is JobStatus.QUEUED:
-        send_queued(app, store, [job.id], settings.retry_for_s)
-    else:
-        release_dependents(app, store, job.id, me, settings.retry_for_s)
-    return outcome
-
-
-class Reconciler:
+class Reconciler(BackgroundLoop):
     """Every GENQ_RECONCILE_INTERVAL: expired leases, unreleased dependants, lost wake-ups."""
 
-    def __init__(self, app: Celery, store: JobStore, settings: Settings, me: str) -> None:
-        self.app, self.store, self.settings, self.me = app, store, settings, me
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+    name = "reconciler"
 
-    def start(self) -> None:
-        self._thread.start()
+    def __init__(self, lifecycle: Lifecycle, me: str) -> None:
+        super().__init__(lifecycle.settings.reconcile_interval_s)
+        self.lifecycle, self.store, self.settings, self.me = lifecycle, lifecycle.store, lifecycle.settings, me
 
-    def stop(self) -> None:
-        self._stop.set()
+    def tick(self) -> None:
+        self.reconcile()
 
     def reconcile(self) -> None:
         for job in self.store.expired_leases():
-            take_over(self.app, self.store, job, self.settings, self.me)
+            self.lifecycle.take_over(job, self.me)
         for job in self.store.waiting_on_finished():
-            release_if_ready(self.app, self.store, job, self.me)
+            self.lifecycle.release_if_ready(job, self.me)
         self.resend_lost()
 
     def resend_lost(self) -> None:
@@ -116,23 +106,15 @@ class Reconciler:
         queued jobs: the usual long backlog, whose messages are all there. Every queue with suspects is
         looked at, whichever queues this worker consumes: any worker can heal any queue.
         """
+        app = self.lifecycle.app
         by_queue: dict[str, list[str]] = {}
         for job_id, queue in self.store.queued_unsent_since(self.settings.resend_after_s):
             by_queue.setdefault(queue, []).append(job_id)
         for queue, suspects in by_queue.items():
-            if queued_message_count(self.app, queue) >= self.store.count(JobStatus.QUEUED, queue):
+            if queued_message_count(app, queue) >= self.store.count(JobStatus.QUEUED, queue):
                 continue
-            present = job_ids_in_broker(self.app, queue, unacked_for_at_most_s=self.settings.resend_after_s)
-            self._resend([job_id for job_id in suspects if job_id not in present])
-
-    def _resend(self, lost: list[str]) -> None:
-        if lost:
-            log.warning("re-sending %d queued job(s) whose wake-up was lost: %s", len(lost), ", ".join(lost[:5]))
-            send_queued(self.app, self.store, lost)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.reconcile_interval_s):
-            try:
-                self.reconcile()
-            except Exception:
-                log.exception("reconcile failed; trying again in %.1fs", self.settings.reconcile_interval_s)
+            present = job_ids_in_broker(app, queue, unacked_for_at_most_s=self.settings.resend_after_s)
+            lost = [job_id for job_id in suspects if job_id not in present]
+            if lost:
+                log.warning("re-sending %d queued job(s) whose wake-up was lost: %s", len(lost), ", ".join(lost[:5]))
+                self.lifecycle.wake(lost)

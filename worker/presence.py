@@ -1,6 +1,6 @@
 """This worker's row in the registry: who it is, what it runs, and that it is still alive.
 
-Registered when Celery says the worker is ready, renewed every heartbeat interval by a thread,
+Registered when Celery says the worker is ready, marked seen every GENQ_HEARTBEAT_INTERVAL by a thread,
 marked `stopped` on a warm shutdown. A worker killed outright just stops being seen and reads as
 `lost` once the lease has passed (genq.core.store.workers).
 """
@@ -15,6 +15,7 @@ from importlib import metadata
 
 from genq.core.config import Settings
 from genq.core.store.workers import WorkerIdentity, WorkerRegistry
+from genq.worker.loop import BackgroundLoop
 
 log = logging.getLogger("genq.presence")
 VERSIONED = ("genq", "torch", "diffusers", "transformers", "celery")
@@ -51,21 +52,27 @@ def describe(settings: Settings, device: str) -> WorkerIdentity:
                           queues=settings.worker_queues, versions=versions)
 
 
-class Presence:
+class Presence(BackgroundLoop):
     """The registry row of this worker process; every method swallows database errors (the
-    registry is for people to look at: a blip must never fail a job)."""
+    registry is for people to look at: a blip must never fail a job). `busy` and `idle` are
+    written by the loop's thread, at once, so that a job's run never waits for them."""
+
+    name = "presence"
 
     def __init__(self, registry: WorkerRegistry, interval_s: float) -> None:
-        self.registry, self.interval_s = registry, interval_s
+        super().__init__(interval_s)
+        self.registry = registry
         self.row_id: str | None = None
         self.identity: WorkerIdentity | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="presence", daemon=True)
+        self._lock = threading.Lock()
+        self._changed = False  # busy or idle since the last write
+        self._current_job: str | None = None
+        self._finished = 0  # jobs ended since the last write
 
     def start(self, identity: WorkerIdentity) -> None:
         self.identity = identity
         self._register()
-        self._thread.start()
+        super().start()
 
     def _register(self) -> None:
         identity = self.identity
@@ -74,24 +81,44 @@ class Presence:
             log.info("registered as %s (%s) on queues %s", identity.name, identity.device, ",".join(identity.queues))
 
     def busy(self, job_id: str) -> None:
-        if self.row_id:
-            self._safely(lambda: self.registry.busy(self.row_id, job_id), "mark busy")
+        with self._lock:
+            self._changed, self._current_job = True, job_id
+        self.nudge()
 
     def idle(self, finished_jobs: int = 1) -> None:
-        if self.row_id:
-            self._safely(lambda: self.registry.idle(self.row_id, finished_jobs), "mark idle")
+        with self._lock:
+            self._changed, self._current_job = True, None
+            self._finished += finished_jobs
+        self.nudge()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, wait: bool = False) -> None:
+        super().stop(wait=True)
+        self._write_changes()
         if self.row_id:
             self._safely(lambda: self.registry.stopped(self.row_id), "mark stopped")
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            if self.row_id is None:
-                self._register()  # the database was away when this worker started
-                continue
-            self._safely(lambda: self.registry.seen(self.row_id), "heartbeat")
+    def tick(self) -> None:
+        if self.row_id is None:
+            self._register()  # the database was away when this worker started
+            return
+        if not self._write_changes():
+            self._safely(lambda: self.registry.seen(self.row_id), "mark seen")
+
+    def _write_changes(self) -> bool:
+        """Write the state and the jobs done since the last write; whether there was anything to write."""
+        if self.row_id is None:
+            return False
+        with self._lock:
+            changed, job_id, finished = self._changed, self._current_job, self._finished
+            self._changed, self._finished = False, 0
+        if not changed:
+            return False
+        done = self._safely(lambda: self.registry.report(self.row_id, job_id, finished), "record its state")
+        if done is None:
+            with self._lock:  # written next time
+                self._changed = True
+                self._finished += finished
+        return True
 
     @staticmethod
     def _safely(action, what: str):

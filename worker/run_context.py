@@ -1,26 +1,30 @@
 """The context a run function gets on a worker: backed by the SQL and artifact stores.
 
 Every write is fenced by the run's attempt (a superseded run's writes are refused and it stops)
-and retried through a database blip for up to GENQ_RETRY_FOR seconds.
+and retried through a database blip for up to GENQ_RETRY_FOR seconds. Progress, metric points and
+log lines are gathered and written together at most every FLUSH_EVERY_S: with the next artifact,
+with the run's end, or by the run's heartbeat when the run itself writes nothing more.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
 from genq.core.cache import ModelCache
 from genq.core.context import JobCancelled
+from genq.core.lifecycle import Lifecycle
+from genq.core.retry import retrying
 from genq.core.store.artifacts import ArtifactStore, validate_artifact_name
-from genq.core.store.jobs import JobStore, RunSuperseded
+from genq.core.store.jobs import RunSuperseded, RunWrites
+from genq.core.store.models import utcnow
 from genq.worker.liveness import Heartbeat
-from genq.worker.retry import retrying
 
 log = logging.getLogger("genq.job")
-# A run reports progress and looks for a cancel at every step; SQL sees them at most this often (the
-# last step's progress always): a batch of eight jobs at 20 steps/s would otherwise spend its time committing.
-PROGRESS_EVERY_S = 0.25
-CANCEL_READ_EVERY_S = 0.25
+# A run reports progress at every step; SQL sees its small writes at most this often (a batch of eight
+# jobs at 20 steps/s would otherwise spend its time committing, and a short job commits once or twice).
+FLUSH_EVERY_S = 0.25
 
 
 class JobSuperseded(JobCancelled):
@@ -31,8 +35,10 @@ class TimeLimitExceeded(JobCancelled):
     """The run went past the job's --time-limit."""
 
 
-class StoreContext:
-    def __init__(self, job_id: str, attempt: int, store: JobStore, artifacts: ArtifactStore, heartbeat: Heartbeat,
+class RunContext:
+    """A run's JobContext on a worker: its writes go through the lifecycle engine, fenced by its attempt."""
+
+    def __init__(self, job_id: str, attempt: int, lifecycle: Lifecycle, artifacts: ArtifactStore, heartbeat: Heartbeat,
                  device: str, data_root: Path, cache: ModelCache, retry_for_s: float,
                  deadline: float | None = None, compile_models: bool = False) -> None:
         self.job_id = job_id
@@ -41,12 +47,16 @@ class StoreContext:
         self.device = device
         self.data_root = data_root
         self.cache = cache
-        self._store = store
+        self._lifecycle = lifecycle
+        self._store = lifecycle.store  # reads of artifacts
         self._artifacts = artifacts
         self._heartbeat = heartbeat
         self._retry_for_s = retry_for_s
         self._deadline = deadline  # time.monotonic() past which the run must stop (its time limit)
-        self._progress_written = self._cancel_read = float("-inf")
+        self._pending = RunWrites()
+        self._flushed_at = time.monotonic()
+        self._writing = threading.Lock()  # the run's thread and its heartbeat's both flush
+        heartbeat.flush_stale = self.flush_stale
 
     def _write(self, action, what: str) -> None:
         try:
@@ -56,23 +66,46 @@ class StoreContext:
             raise JobSuperseded(str(exc)) from None
 
     def progress(self, done: int, total: int, message: str = "") -> None:
-        now = time.monotonic()
-        if done < total and now - self._progress_written < PROGRESS_EVERY_S:
-            return
-        self._progress_written = now
-        self._write(lambda: self._store.set_progress(self.job_id, self.attempt, done, total, message), "progress")
+        with self._writing:
+            self._pending.progress = (done, total, message)
+        self._flush_if_due()
 
     def metric(self, step: int, name: str, value: float) -> None:
-        self._write(lambda: self._store.record_metric(self.job_id, self.attempt, step, name, value), "metric")
+        with self._writing:
+            self._pending.metrics.append((step, name, value))
+        self._flush_if_due()
 
     def artifact(self, name: str, source: bytes | Path, media_type: str | None = None) -> None:
         data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
         stored, staged = self._artifacts.stage(self.job_id, name, data, media_type)
         try:
-            self._write(lambda: self._store.record_artifact(self.job_id, self.attempt, stored, staged.publish),
-                        f"artifact {name}")
+            self.flush(stored, staged.publish)
         finally:
             staged.discard()  # a no-op once published
+
+    def flush(self, stored=None, publish=None) -> None:
+        """Write what is pending (and an artifact, when given) in one fenced transaction."""
+        with self._writing:
+            writes, self._pending = self._pending, RunWrites()
+            self._flushed_at = time.monotonic()
+            if writes or stored is not None:
+                self._write(lambda: self._lifecycle.record(self.job_id, self.attempt, writes, stored, publish),
+                            "writes" if stored is None else f"artifact {stored.name}")
+
+    def flush_stale(self) -> None:
+        """From the heartbeat: write what has waited longer than FLUSH_EVERY_S."""
+        if self._pending:
+            self._flush_if_due()
+
+    def take_pending(self) -> RunWrites:
+        """What is not written yet, for the run's final transaction to write."""
+        with self._writing:
+            writes, self._pending = self._pending, RunWrites()
+            return writes
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._flushed_at >= FLUSH_EVERY_S:
+            self.flush()
 
     def existing_artifact(self, name: str) -> Path | None:
         validate_artifact_name(name)
@@ -89,27 +122,21 @@ class StoreContext:
         return path
 
     def log(self, message: str, level: str = "info") -> None:
-        self._write(lambda: self._store.append_log(self.job_id, level, message, self.attempt), "log line")
+        with self._writing:
+            self._pending.logs.append((level, message, utcnow()))
+        self._flush_if_due()
         log.log(logging.getLevelName(level.upper()), "[%s] %s", self.job_id[:8], message)
 
     def cancelled(self) -> bool:
-        return self._heartbeat.cancel_requested.is_set() or self._heartbeat.superseded.is_set()
+        return self._heartbeat.superseded.is_set() or self._heartbeat.cancel_asked(self._read)
 
     def check_cancelled(self) -> None:
         if self._heartbeat.superseded.is_set():
             raise JobSuperseded(f"job {self.job_id} was taken over: attempt {self.attempt} stops")
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise TimeLimitExceeded("time limit exceeded")
-        if self._heartbeat.cancel_requested.is_set() or self._cancel_asked_in_store():
+        if self._heartbeat.cancel_asked(self._read):
             raise JobCancelled("cancelled by request")
-
-    def _cancel_asked_in_store(self) -> bool:
-        """Between heartbeats, a cancel is read from the store at most every CANCEL_READ_EVERY_S."""
-        now = time.monotonic()
-        if now - self._cancel_read < CANCEL_READ_EVERY_S:
-            return False
-        self._cancel_read = now
-        return self._read(lambda: self._store.cancel_requested(self.job_id), "cancel check")
 
     def _read(self, action, what: str):
         """A read of the store, retried through a database blip like every write."""

@@ -7,15 +7,16 @@ import time
 from celery import Celery, signals
 from celery.exceptions import Reject
 
+from genq.core.broker import RUN_JOB_TASK, make_app
 from genq.core.cache import ModelCache
 from genq.core.config import Settings, load_settings
+from genq.core.lifecycle import Lifecycle
+from genq.core.retry import is_transient
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.db import check_schema, make_engine, session_factory
 from genq.core.store.jobs import JobStore
-from genq.core.store.workers import WorkerRegistry
-from genq.worker.app import RUN_JOB_TASK, make_app
+from genq.core.store.workers import worker_registry
 from genq.worker.liveness import Reconciler
-from genq.worker.retry import is_transient
 from genq.worker.presence import Presence, describe
 from genq.worker.runner import JobRunner, prepare_torch
 
@@ -27,17 +28,17 @@ def build_runner(app: Celery, settings: Settings) -> JobRunner:
     engine = make_engine(settings.database_url)
     check_schema(engine)
     sessions = session_factory(engine)
-    return JobRunner(settings=settings, store=JobStore(sessions, settings.queue_for),
-                     artifacts=ArtifactStore(settings.artifact_root),
-                     cache=ModelCache(settings.model_cache_size), app=app,
-                     presence=Presence(WorkerRegistry(sessions), settings.heartbeat_interval_s))
+    lifecycle = Lifecycle(JobStore(sessions, settings.queue_for), settings, app)
+    return JobRunner(settings=settings, lifecycle=lifecycle, artifacts=ArtifactStore(settings.artifact_root),
+                     cache=ModelCache(settings.model_cache_size),
+                     presence=Presence(worker_registry(sessions), settings.heartbeat_interval_s))
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     app = make_app(settings)
     runner = build_runner(app, settings)
-    reconciler = Reconciler(app, runner.store, settings, settings.worker_name)
+    reconciler = Reconciler(runner.lifecycle, settings.worker_name)
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(self, job_id: str) -> None:

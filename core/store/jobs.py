@@ -7,7 +7,9 @@ job's row in the same transaction as the write, so a takeover cannot commit in b
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 from typing import Any, Callable
 
 from sqlalchemy import and_, func, select, update
@@ -17,17 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genq.core.config import DEFAULT_QUEUE
 from genq.core.params import JobParams, RunOptions
+from genq.core.reads import JobFilter, JobNotFound, Reads
 from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
 from genq.core.store.models import Artifact, Job, JobEvent, JobLog, Metric, utcnow
 from genq.core.store.states import JobStatus, TransitionError, transition
-
-MIN_ID_PREFIX = 4
-
-
-class JobNotFound(LookupError):
-    pass
-
 
 class RunSuperseded(RuntimeError):
     """This run's attempt is no longer the job's (it was taken over, or the job ended): stop writing."""
@@ -39,6 +35,25 @@ class Beat:
 
     holds_lease: bool
     cancel_requested: bool
+
+
+@dataclass
+class RunWrites:
+    """A run's small writes not in the store yet: its latest progress, metric points and log lines.
+    They are written together, in one fenced transaction (with an artifact, or with the run's end)."""
+
+    progress: tuple[int, int, str] | None = None  # done, total, message
+    metrics: list[tuple[int, str, float]] = field(default_factory=list)  # step, name, value
+    logs: list[tuple[str, str, datetime]] = field(default_factory=list)  # level, message, when it was said
+
+    def __bool__(self) -> bool:
+        return self.progress is not None or bool(self.metrics) or bool(self.logs)
+
+    def progress_values(self) -> dict[str, Any]:
+        if self.progress is None:
+            return {}
+        done, total, message = self.progress
+        return {"progress_done": done, "progress_total": total, "progress_message": message}
 
 
 @dataclass(frozen=True)
@@ -91,40 +106,17 @@ class JobStore:
             job.created = False
         return job
 
-    def get(self, job_id: str) -> Job | None:
-        with self.sessions() as session:
-            return session.get(Job, job_id)
+    # -- reads: the read model's (genq.core.reads), here for the worker, the lifecycle and the tests
+    @cached_property
+    def reads(self) -> Reads:
+        return Reads(self.sessions)
 
-    def resolve(self, ref: str) -> Job:
-        """A full job id or a unique prefix of at least MIN_ID_PREFIX characters."""
-        ref = ref.strip().lower()
-        job = self.get(ref)
-        if job is not None:
-            return job
-        if len(ref) < MIN_ID_PREFIX:
-            raise JobNotFound(f"no job {ref!r} (give the full id or at least {MIN_ID_PREFIX} characters of it)")
-        with self.sessions() as session:
-            matches = session.scalars(select(Job).where(Job.id.startswith(ref, autoescape=True)).limit(2)).all()
-        if not matches:
-            raise JobNotFound(f"no job {ref!r}")
-        if len(matches) > 1:
-            raise JobNotFound(f"{ref!r} matches several jobs: give more of the id")
-        return matches[0]
+    def get(self, job_id: str) -> Job | None:
+        return self.reads.get(job_id)
 
     def list(self, status: str | None = None, kind: str | None = None, limit: int | None = 20,
              group_id: str | None = None) -> list[Job]:
-        """The latest jobs first; a group's jobs in their sweep's order."""
-        if group_id is None:
-            query = select(Job).order_by(Job.submitted_at.desc())
-        else:
-            query = select(Job).where(Job.group_id == group_id).order_by(Job.group_index)
-        query = query.limit(limit) if limit else query
-        if status:
-            query = query.where(Job.status == status)
-        if kind:
-            query = query.where(Job.kind == kind)
-        with self.sessions() as session:
-            return list(session.scalars(query))
+        return self.reads.jobs(JobFilter(status=status, kind=kind, group_id=group_id), limit or None)
 
     def transition(self, job_id: str, expected: JobStatus, to: JobStatus, **kwargs: Any) -> None:
         with self.sessions() as session:
@@ -149,13 +141,18 @@ class JobStore:
 
     # -- runs: claim, lease, fenced writes ---------------------------------------------
     def claim(self, job_id: str, worker: str, lease_s: float, device: str | None = None,
-              reason: str = "claimed") -> int:
-        """queued -> running for this worker with a fresh lease; returns the new attempt number.
-        Raises TransitionError when another delivery claimed it first."""
+              reason: str = "claimed") -> Job | None:
+        """queued (and due: past a retry's back-off) -> running for this worker with a fresh lease, in one
+        UPDATE ... RETURNING: the claimed row (its `attempts` is the new attempt), or None when the job
+        is not queued and due (another delivery claimed it, or it retries later)."""
+        due = Job.run_after.is_(None) | (Job.run_after <= db_now_plus(0))
         with self.sessions() as session:
-            transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
-                       reason=reason, values={"lease_until": db_now_plus(lease_s)})
-        return self.get(job_id).attempts
+            try:
+                return transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
+                                  reason=reason, values={"lease_until": db_now_plus(lease_s)}, only_if=due,
+                                  returning=True)
+            except TransitionError:
+                return None
 
     def claim_companions(self, first: Job, queues: tuple[str, ...], worker: str, lease_s: float, device: str | None,
                          take: Callable[[Job], bool], candidates: int = 64) -> list[tuple[str, int]]:
@@ -186,13 +183,8 @@ class JobStore:
                 session.commit()
                 return [(job_id, attempts + 1) for job_id, attempts in chosen]
             session.rollback()
-        claimed = []
-        for job_id, _ in chosen:
-            try:
-                claimed.append((job_id, self.claim(job_id, worker, lease_s, device, reason)))
-            except TransitionError:
-                pass  # another worker claimed it first
-        return claimed
+        claimed = [self.claim(job_id, worker, lease_s, device, reason) for job_id, _ in chosen]
+        return [(job.id, job.attempts) for job in claimed if job is not None]  # None: another worker claimed it first
 
     def heartbeat(self, job_id: str, attempt: int, lease_s: float) -> Beat:
         """Renew this run's lease (one UPDATE ... RETURNING): whether it still holds it, and cancellation."""
@@ -210,11 +202,6 @@ class JobStore:
         with self.sessions() as session:
             return list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
                                                           Job.lease_until < db_now_plus(0)).limit(limit)))
-
-    def not_due_yet(self, job_id: str) -> bool:
-        """A queued job retrying after a failed run whose back-off has not passed (database clock)."""
-        with self.sessions() as session:
-            return session.scalar(select(Job.id).where(Job.id == job_id, Job.run_after > db_now_plus(0))) is not None
 
     def lease_expired(self, job_id: str) -> bool:
         with self.sessions() as session:
@@ -251,10 +238,11 @@ class JobStore:
     def _run_is(job_id: str, attempt: int):
         return and_(Job.id == job_id, Job.attempts == attempt, Job.status == JobStatus.RUNNING.value)
 
-    def _fence(self, session: Session, job_id: str, attempt: int) -> None:
-        """Lock the job's row for this transaction if this run still holds it; else RunSuperseded."""
+    def _fence(self, session: Session, job_id: str, attempt: int, values: dict[str, Any] | None = None) -> None:
+        """Lock the job's row for this transaction if this run still holds it (writing `values` to it);
+        else RunSuperseded."""
         matched = session.execute(update(Job).where(self._run_is(job_id, attempt))
-                                  .values(attempts=Job.attempts)).rowcount
+                                  .values(**(values or {"attempts": Job.attempts}))).rowcount
         if matched != 1:
             session.rollback()
             raise RunSuperseded(f"job {job_id} is no longer at attempt {attempt}")
@@ -282,60 +270,73 @@ class JobStore:
             return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
     def set_progress(self, job_id: str, attempt: int, done: int, total: int, message: str) -> None:
-        with self.sessions() as session:
-            matched = session.execute(update(Job).where(self._run_is(job_id, attempt))
-                                      .values(progress_done=done, progress_total=total, progress_message=message)).rowcount
-            session.commit()
-        if matched != 1:
-            raise RunSuperseded(f"job {job_id} is no longer at attempt {attempt}")
+        self.record(job_id, attempt, RunWrites(progress=(done, total, message)))
 
-    # -- metrics, artifacts, logs, events -----------------------------------------------
+    # -- a run's writes: metrics, artifacts, logs (fenced) -----------------------------
     def record_metric(self, job_id: str, attempt: int, step: int, name: str, value: float) -> None:
-        with self.sessions() as session:
-            self._fence(session, job_id, attempt)
-            _upsert(session, Metric, {"job_id": job_id, "step": step, "name": name, "value": float(value),
-                                      "recorded_at": utcnow()}, keys=("job_id", "name", "step"))
-            session.commit()
+        self.record(job_id, attempt, RunWrites(metrics=[(step, name, value)]))
 
     def record_artifact(self, job_id: str, attempt: int, stored: StoredFile, publish=None) -> None:
-        """Index an artifact (one upsert). `publish()` (putting the file in place) runs inside the fenced
-        transaction, so a superseded run can neither index nor publish."""
+        self.record(job_id, attempt, RunWrites(), stored, publish)
+
+    def record(self, job_id: str, attempt: int, writes: RunWrites, stored: StoredFile | None = None,
+               publish=None) -> None:
+        """A run's pending writes and, when given, an artifact, in one transaction fenced by the attempt.
+        `publish()` (putting the artifact's file in place) runs inside it, so a superseded run can
+        neither index nor publish."""
         with self.sessions() as session:
-            self._fence(session, job_id, attempt)
-            if publish is not None:
-                publish()
-            _upsert(session, Artifact, {"job_id": job_id, "name": stored.name, "relative_path": stored.relative_path,
-                                        "media_type": stored.media_type, "size": stored.size,
-                                        "sha256": stored.sha256, "created_at": utcnow()}, keys=("job_id", "name"))
+            self._fence(session, job_id, attempt, writes.progress_values())
+            self._add_writes(session, job_id, attempt, writes)
+            if stored is not None:
+                if publish is not None:
+                    publish()
+                _upsert(session, Artifact, {"job_id": job_id, "name": stored.name,
+                                            "relative_path": stored.relative_path, "media_type": stored.media_type,
+                                            "size": stored.size, "sha256": stored.sha256, "created_at": utcnow()},
+                        keys=("job_id", "name"))
             session.commit()
+
+    def finish(self, job_id: str, attempt: int, to: JobStatus, worker: str, reason: str | None,
+               values: dict[str, Any], writes: RunWrites | None = None) -> None:
+        """A run's final transition with its last pending writes, in one transaction; TransitionError
+        (nothing written) when the run no longer holds the job."""
+        writes = writes or RunWrites()
+        with self.sessions() as session:
+            transition(session, job_id, JobStatus.RUNNING, to, worker=worker, reason=reason, expected_attempts=attempt,
+                       values={**writes.progress_values(), **values}, commit=False)
+            self._add_writes(session, job_id, attempt, writes)
+            session.commit()
+
+    @staticmethod
+    def _add_writes(session: Session, job_id: str, attempt: int, writes: RunWrites) -> None:
+        for step, name, value in writes.metrics:
+            _upsert(session, Metric, {"job_id": job_id, "step": step, "name": name, "value": float(value),
+                                      "recorded_at": utcnow()}, keys=("job_id", "name", "step"))
+        session.add_all([JobLog(job_id=job_id, level=level, message=message, at=at, attempt=attempt)
+                         for level, message, at in writes.logs])
 
     def append_log(self, job_id: str, level: str, message: str, attempt: int | None = None) -> None:
         """A log line; fenced when it comes from a run (`attempt` given)."""
+        if attempt is not None:
+            return self.record(job_id, attempt, RunWrites(logs=[(level, message, utcnow())]))
         with self.sessions() as session:
-            if attempt is not None:
-                self._fence(session, job_id, attempt)
-            session.add(JobLog(job_id=job_id, level=level, message=message, at=utcnow(), attempt=attempt))
+            session.add(JobLog(job_id=job_id, level=level, message=message, at=utcnow(), attempt=None))
             session.commit()
 
     def metrics(self, job_id: str) -> list[Metric]:
-        with self.sessions() as session:
-            return list(session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.name, Metric.step)))
+        return self.reads.metrics(job_id)
 
     def artifacts(self, job_id: str) -> list[Artifact]:
-        with self.sessions() as session:
-            return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+        return self.reads.artifacts(job_id)
 
     def artifact(self, job_id: str, name: str) -> Artifact | None:
-        with self.sessions() as session:
-            return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+        return self.reads.artifact(job_id, name)
 
     def logs(self, job_id: str, after_id: int = 0) -> list[JobLog]:
-        with self.sessions() as session:
-            return list(session.scalars(select(JobLog).where(JobLog.job_id == job_id, JobLog.id > after_id).order_by(JobLog.id)))
+        return self.reads.logs(job_id, after_id)
 
     def events(self, job_id: str) -> list[JobEvent]:
-        with self.sessions() as session:
-            return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+        return self.reads.events(job_id)
 
 
 def submitted_event(job: Job) -> JobEvent:

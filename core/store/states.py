@@ -54,13 +54,15 @@ def transition(
     only_if: Any = None,
     device: str | None = None,
     commit: bool = True,
-) -> None:
+    returning: bool = False,
+) -> Job | None:
     """Move a job from `expected` to `to` and record the event, in one transaction.
 
     The UPDATE only matches while the job is still in `expected` (and, when given, still at
     `expected_attempts`), so of two concurrent callers exactly one wins; the loser gets
     TransitionError and nothing is written. With `commit=False` the caller commits (several
-    transitions in one transaction); a refused one rolls back all of them.
+    transitions in one transaction); a refused one rolls back all of them. With `returning`, the
+    job's row as the UPDATE left it is returned (read in the same statement, RETURNING).
     """
     if to not in ALLOWED[expected]:
         raise TransitionError(f"illegal transition {expected.value} -> {to.value} for job {job_id}")
@@ -77,8 +79,14 @@ def transition(
         statement = statement.where(Job.attempts == expected_attempts)
     if only_if is not None:  # a further condition checked in the same UPDATE (e.g. the lease has passed)
         statement = statement.where(only_if)
+    statement = statement.values(**changes).execution_options(synchronize_session=False)
     try:
-        matched = session.execute(statement.values(**changes).execution_options(synchronize_session=False)).rowcount
+        row = None
+        if returning:
+            row = session.scalars(statement.returning(Job)).one_or_none()
+            matched = 0 if row is None else 1
+        else:
+            matched = session.execute(statement).rowcount
         if matched != 1:
             raise TransitionError(
                 f"job {job_id} is no longer {expected.value}: transition to {to.value} refused"
@@ -87,6 +95,7 @@ def transition(
                              worker=worker, reason=reason, device=device))
         if commit:
             session.commit()
+        return row
     except BaseException:
         session.rollback()
         raise

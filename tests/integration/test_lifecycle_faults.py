@@ -8,7 +8,7 @@ the real CLI, the real Redis and the real database (SQLite and PostgreSQL; (g) a
 (g) PostgreSQL restarted while a job runs      (h) PostgreSQL down just after a client stored its job,
                                                    (i) and for longer than the client retries
 
-The windows of (b), (c) and (d) are opened with GENQ_TEST_PAUSE_AT (worker/testing_hooks.py): the
+The windows of (b), (c) and (d) are opened with GENQ_TEST_PAUSE_AT (core/fault_points.py): the
 process writes the job id to GENQ_TEST_PAUSE_FILE and sleeps there until it is SIGKILLed. Every test
 waits on states, never on fixed sleeps, and ends with every job of its store finished.
 """
@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 
 from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus
-from genq.worker.dispatch import priority_lists
+from genq.core.broker import priority_lists
 from tests.conftest import BIN, REDIS_URL, Genq
 from tests.faults import PrivatePostgres
 
@@ -128,7 +128,7 @@ class Lab:
 
     def paused_client(self, point: str, *args: str, resume_after_s: float | None = None,
                       env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
-        """A `client` command that stops at `point` (testing_hooks), for good or for `resume_after_s`;
+        """A `client` command that stops at `point` (core/fault_points.py), for good or for `resume_after_s`;
         returns it and its pause file."""
         marker = self.genq.home / f"pause-{uuid.uuid4().hex[:8]}"
         env = {**self.genq.env, **(env or {}), "GENQ_TEST_PAUSE_AT": point, "GENQ_TEST_PAUSE_FILE": str(marker)}
@@ -508,13 +508,13 @@ def test_i_a_client_whose_database_stays_down_after_storing_its_job_says_so_in_o
     assert time.monotonic() - paused < 3, "the stop took longer than the pause: the client did not meet the outage"
     client.wait(timeout=TIMEOUT_S)
     postgres.start()
-    # Then it exits 1 with a warning that names the stored job and one error line, no traceback
+    # Then it exits 1 with one error line, no traceback
     output = (marker.parent / f"{marker.name}.log").read_text()
     lines = output.strip().splitlines()
     assert client.returncode == 1 and "Traceback" not in output, output
-    assert lines[0].startswith(f"warning: job {job_id} is stored but its wake-up was not sent"), output
-    assert len(lines) == 2 and lines[1].startswith("Error: the database did not answer: "), output
-    # And nothing is lost: a worker's reconciler sends the stored job and it runs once
+    assert len(lines) == 1 and lines[0].startswith("Error: the database did not answer: "), output
+    # And its wake-up went out all the same (a new job's send time is stored with its row: the send
+    # needs no database), and nothing is lost: a worker runs the stored job once
     lab.start_worker()
     job = lab.wait_status(job_id, *FINISHED)
     assert (job.status, job.attempts) == ("succeeded", 1), job.error

@@ -8,8 +8,8 @@ import pytest
 from genq.core.config import load_settings
 from genq.core.kinds.sd import SD
 from genq.core.params import RunOptions
-from genq.worker.app import make_app
-from genq.worker.dispatch import send_queued
+from genq.core.broker import make_app
+from genq.core.lifecycle import Lifecycle
 
 LOW_JOBS = 50
 FAST = {"steps": 1, "width": 64, "height": 64}
@@ -33,11 +33,12 @@ def test_a_high_priority_job_submitted_behind_fifty_low_priority_ones_starts_nex
     # When fifty low-priority jobs are queued behind it, then one high-priority job
     settings = load_settings(genq.env)
     app = make_app(settings)
+    lifecycle = Lifecycle(store, settings, app)
     low = [store.create(SD(prompt=f"low {i}", model=str(model), seed=i, **FAST), options=RunOptions(priority=0))
            for i in range(LOW_JOBS)]
-    send_queued(app, store, [job.id for job in low])
+    lifecycle.wake([job.id for job in low])
     high = store.create(SD(prompt="urgent", model=str(model), seed=99, **FAST), options=RunOptions(priority=9))
-    send_queued(app, store, [high.id])
+    lifecycle.wake([high.id])
     app.close()
     assert store.get(blocker).status == "running"  # all were queued while the worker was busy
     genq.client("cancel", blocker)

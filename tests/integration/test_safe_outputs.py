@@ -112,7 +112,7 @@ def hostile_job(genq, tiny_model) -> tuple[str, dict[str, str]]:
     job_id = genq.client("submit", "sd", "--model", str(tiny_model), "--prompt", hostile["prompt"],
                          "--negative", hostile["negative"], *FAST).stdout.strip()
     store = genq.store()
-    attempt = store.claim(job_id, hostile["worker"], lease_s=60)  # as a worker would
+    attempt = store.claim(job_id, hostile["worker"], lease_s=60).attempts  # as a worker would
     store.append_log(job_id, "info", hostile["log"], attempt)
     store.set_progress(job_id, attempt, 1, 2, hostile["progress"])
     store.record_artifact(job_id, attempt, StoredFile(name=hostile["artifact"], relative_path=f"{job_id}/x.png",

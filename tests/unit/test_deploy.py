@@ -87,7 +87,7 @@ def test_priority_lists_follow_celerys_redis_priority_steps():
 
 
 def test_the_workers_own_mapping_agrees_with_these_manifests():
-    from genq.worker.dispatch import priority_lists as workers_priority_lists
+    from genq.core.broker import priority_lists as workers_priority_lists
 
     assert workers_priority_lists("gpu") == priority_lists("gpu")
     assert workers_priority_lists("cpu") == priority_lists("cpu")

@@ -34,12 +34,11 @@ from genq.core.store.db import make_engine, session_factory
 from genq.core.store.jobs import JobStore, RunSuperseded
 from genq.core.store.models import Job, utcnow
 from genq.core.store.states import JobStatus
-from genq.worker.app import make_app
-from genq.worker.dependencies import fail_chain
-from genq.worker.dispatch import job_ids_in_broker, priority_lists, send_queued
-from genq.worker.liveness import Reconciler, take_over
-from tests.faults import wait_for as wait_until
+from genq.core.broker import job_ids_in_broker, make_app, priority_lists
+from genq.core.lifecycle import Lifecycle
+from genq.worker.liveness import Reconciler
 from genq.worker.runner import JobRunner
+from tests.faults import wait_for as wait_until
 from tests.conftest import REDIS_URL, migrated
 from tests.faults import PrivatePostgres
 
@@ -95,8 +94,12 @@ class Rig:
     runner: JobRunner
     broker: redis.Redis
 
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self.runner.lifecycle
+
     def reconciler(self, me: str = "reconciler-host:7") -> Reconciler:
-        return Reconciler(self.app, self.store, self.settings, me)
+        return Reconciler(self.lifecycle, me)
 
     def messages(self) -> Counter:
         """Job id -> how many wake-up messages for it wait in this rig's queue."""
@@ -117,7 +120,7 @@ class Rig:
 
     def lose(self, job_id: str, worker: str = LOST_WORKER) -> int:
         """Claim `job_id` for a worker that then vanished: its short lease is left to pass."""
-        attempt = self.store.claim(job_id, worker, LOST_LEASE_S)
+        attempt = self.store.claim(job_id, worker, LOST_LEASE_S).attempts
         wait_until(lambda: self.store.lease_expired(job_id), 20, f"the lease of {worker} on {job_id} to pass")
         return attempt
 
@@ -144,8 +147,8 @@ def make_rig(database_url: str, home: Path, monkeypatch) -> Rig:
     })
     store = JobStore(session_factory(make_engine(database_url)), settings.queue_for)
     app = make_app(settings)
-    runner = JobRunner(settings=settings, store=store, artifacts=ArtifactStore(settings.artifact_root),
-                       cache=ModelCache(1), app=app)
+    runner = JobRunner(settings=settings, lifecycle=Lifecycle(store, settings, app),
+                       artifacts=ArtifactStore(settings.artifact_root), cache=ModelCache(1))
     return Rig(settings, store, app, runner, redis.Redis.from_url(REDIS_URL))
 
 
@@ -204,10 +207,32 @@ def test_a_probe_run_records_its_writes_under_its_attempt(rig):
     assert rig.runner.artifacts.path(job.id, "out.txt").read_bytes() == b"attempt 1"
 
 
+class NotInstalled(JobParams):
+    """A kind some other worker has: declared here, never registered in KINDS."""
+
+    kind = "not-installed-here"
+    run_function = f"{__name__}:run_probe"
+
+
+def test_a_job_whose_kind_is_not_installed_on_the_worker_fails_with_one_line_naming_the_kind(rig):
+    # Given a queued job of a kind this worker does not have (installed where it was submitted)
+    job = rig.store.create(NotInstalled())
+
+    # When a delivery of its wake-up reaches the runner
+    rig.runner.execute(job.id)
+
+    # Then the job failed (the runner did not crash, the message is not left for another try),
+    # with one line naming the missing kind and what this worker has
+    done = rig.store.get(job.id)
+    assert done.status == "failed" and "\n" not in done.error
+    assert done.error.startswith("job kind 'not-installed-here' is not installed on this worker (installed: ")
+    assert "probe" in done.error and RUNS == []
+
+
 def test_a_duplicate_delivery_of_a_job_running_under_a_live_lease_is_dropped(rig):
     # Given a job running on another worker whose lease is live
     job = rig.store.create(Probe())
-    assert rig.store.claim(job.id, "other-host:42", LEASE_S) == 1
+    assert rig.store.claim(job.id, "other-host:42", LEASE_S).attempts == 1
     before = rig.store.get(job.id)
     events = rig.events(job.id)
 
@@ -316,7 +341,7 @@ def test_a_superseded_run_cannot_write_once_the_job_moved_to_attempt_2(rig):
     job = rig.store.create(Probe())
     rig.lose(job.id)
     rig.reconciler().reconcile()
-    assert rig.store.claim(job.id, "new-host:2", LEASE_S) == 2
+    assert rig.store.claim(job.id, "new-host:2", LEASE_S).attempts == 2
     rig.store.set_progress(job.id, 2, 1, 4, "attempt 2 at step 1")
     rig.store.record_metric(job.id, 2, 1, "loss", 2.0)
     rig.store.append_log(job.id, "info", "attempt 2 started", 2)
@@ -364,10 +389,12 @@ def test_a_run_taken_over_while_it_runs_stops_and_records_nothing(rig):
     # Given a job whose run, half-way, is taken over (its lease passed while it was paused) by attempt 2
     def taken_over_half_way(ctx) -> dict:
         ctx.log("attempt 1 before the pause")
+        ctx.artifact("before.txt", b"written by attempt 1")  # written with the log line before it
         rig.store.transition(ctx.job_id, JobStatus.RUNNING, JobStatus.QUEUED, worker="reconciler-host:7",
                              reason="lease expired; requeued", expected_attempts=ctx.attempt)
-        assert rig.store.claim(ctx.job_id, "new-host:2", LEASE_S) == 2
-        ctx.progress(2, 4, "attempt 1 after the pause")  # raises: this run lost its job
+        assert rig.store.claim(ctx.job_id, "new-host:2", LEASE_S).attempts == 2
+        ctx.progress(2, 4, "attempt 1 after the pause")
+        ctx.artifact("after.txt", b"attempt 1 after the pause")  # raises: this run lost its job
         raise AssertionError("a superseded run went on")
 
     HOOKS["taken-over"] = taken_over_half_way
@@ -382,6 +409,7 @@ def test_a_run_taken_over_while_it_runs_stops_and_records_nothing(rig):
     job = rig.store.get(job.id)
     assert (job.status, job.attempts, job.worker_host, job.progress_done) == ("running", 2, "new-host:2", 0)
     assert [(line.message, line.attempt) for line in rig.store.logs(job.id)] == [("attempt 1 before the pause", 1)]
+    assert [artifact.name for artifact in rig.store.artifacts(job.id)] == ["before.txt"]
     assert [e.to_status for e in rig.store.events(job.id)] == ["queued", "running", "queued", "running"]
 
 
@@ -472,7 +500,8 @@ def test_fail_chain_fails_a_chain_deeper_than_the_recursion_limit(tmp_path):
     assert store.count(JobStatus.WAITING) == CHAIN_LENGTH
 
     # When the first waiting job's chain is failed
-    fail_chain(store, ids[1], f"dependency {ids[0]} failed", worker="reconciler-host:7")
+    Lifecycle(store, load_settings({"GENQ_HOME": str(tmp_path / "home")})).fail_chain(
+        ids[1], f"dependency {ids[0]} failed", worker="reconciler-host:7")
 
     # Then every job of the chain failed (no RecursionError), each naming its dependency
     assert store.count(JobStatus.WAITING) == 0
@@ -485,7 +514,7 @@ def test_fail_chain_fails_a_chain_deeper_than_the_recursion_limit(tmp_path):
 def test_resend_lost_resends_a_queued_job_whose_message_was_lost_and_only_that_one(rig):
     # Given two queued jobs whose wake-ups were sent; the one for `lost` vanished from Redis
     lost, kept = rig.store.create(Probe()), rig.store.create(Probe())
-    send_queued(rig.app, rig.store, [lost.id, kept.id])
+    rig.lifecycle.wake([lost.id, kept.id])
     assert rig.messages() == Counter({lost.id: 1, kept.id: 1})
     rig.delete_message(lost.id)
     assert rig.messages() == Counter({kept.id: 1})
@@ -515,7 +544,7 @@ def test_resend_lost_resends_a_queued_job_whose_message_was_lost_and_only_that_o
 def test_resend_lost_resends_nothing_while_every_queued_job_has_its_message(rig):
     # Given queued jobs whose wake-ups are old but all still in the queue
     jobs = [rig.store.create(Probe()) for _ in range(3)]
-    send_queued(rig.app, rig.store, [job.id for job in jobs])
+    rig.lifecycle.wake([job.id for job in jobs])
     wait_until(lambda: len(rig.store.queued_unsent_since(RESEND_AFTER_S)) == 3, 20, "the sends to age")
 
     # When the reconciler looks for lost wake-ups
@@ -535,7 +564,7 @@ def test_a_lease_renewed_after_the_reconciler_read_it_is_not_taken_over(rig):
     assert not rig.store.lease_expired(job.id)
 
     # When the reconciler acts on what it read
-    take_over(rig.app, rig.store, stale, rig.settings, "reconciler-host:7")
+    rig.lifecycle.take_over(stale, "reconciler-host:7")
 
     # Then the job is left to its live run: only a lease that has passed by the database's clock is taken over
     job = rig.store.get(job.id)
@@ -545,7 +574,7 @@ def test_a_lease_renewed_after_the_reconciler_read_it_is_not_taken_over(rig):
 DEAD_CONSUMER = """
 import sys, time
 from genq.core.config import load_settings
-from genq.worker.app import make_app
+from genq.core.broker import make_app
 app = make_app(load_settings({"GENQ_BROKER_URL": sys.argv[1], "GENQ_QUEUE": sys.argv[2]}))
 with app.connection_for_read() as connection:
     message = connection.default_channel.basic_get(sys.argv[2], no_ack=False)  # delivered, not acknowledged
@@ -558,7 +587,7 @@ def test_resend_lost_resends_a_queued_job_whose_message_was_taken_by_a_consumer_
     # Given a queued job whose wake-up a consumer process took (delivered, not acknowledged) and which was
     # then killed before it claimed the job
     job = rig.store.create(Probe())
-    send_queued(rig.app, rig.store, [job.id])
+    rig.lifecycle.wake([job.id])
     consumer = subprocess.Popen([sys.executable, "-c", DEAD_CONSUMER, REDIS_URL, rig.settings.queue],
                                 stdout=subprocess.PIPE, text=True)
     try:
