@@ -49,7 +49,7 @@ def app_for(database_url: str, home: Path):
 
 def fill(sessions, jobs: int, metrics: int, seed: int = 0) -> str:
     """The history, in bulk; returns the id of the train-vae job with the most metric points."""
-    from genq.core.store.models import Artifact, Group, Job, JobEvent, JobLog, Metric
+    from genq.core.store.models import ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric
 
     rng = random.Random(seed)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -91,7 +91,7 @@ def fill(sessions, jobs: int, metrics: int, seed: int = 0) -> str:
     group_rows = [dict(id=group_id, name=f"sweep-{n}", kind="sd", created_at=start, definition={}, size=0)
                   for n, group_id in enumerate(groups)]
     with sessions() as session:
-        for model, rows in ((Group, group_rows), (Job, job_rows), (JobEvent, event_rows), (Artifact, artifact_rows),
+        for model, rows in ((GroupRow, group_rows), (JobRow, job_rows), (JobEvent, event_rows), (ArtifactRow, artifact_rows),
                             (JobLog, log_rows), (Metric, metric_rows)):
             for first in range(0, len(rows), BATCH):
                 session.execute(insert(model), rows[first:first + BATCH])

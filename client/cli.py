@@ -20,7 +20,7 @@ from genq.core.config import load_settings, redact_url
 from genq.core.kinds import KINDS
 from genq.core.polling import poll_until
 from genq.core.reads import JobFilter
-from genq.core.store.models import Job
+from genq.core.store.models import JobRow
 from genq.core.store.states import JobStatus
 
 STATUSES = [s.value for s in JobStatus]
@@ -151,7 +151,7 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
     found = rt.job(job)
     last_id = 0
 
-    def print_new_lines() -> Job:
+    def print_new_lines() -> JobRow:
         nonlocal last_id
         now = rt.reads.get(found.id)  # read before the lines: every line of a job seen finished is printed
         for line in rt.reads.logs(found.id, after_id=last_id):

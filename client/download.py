@@ -19,7 +19,7 @@ from pathlib import Path
 
 from genq.client.visible import visible
 from genq.core.store.artifacts import ArtifactNameError, validate_artifact_name
-from genq.core.store.models import Artifact
+from genq.core.store.models import ArtifactRow
 
 CHUNK_BYTES = 1 << 20
 TAMPERED = "the file was changed after the job wrote it"
@@ -39,7 +39,7 @@ class Staged:
     final_name: str
 
 
-def download_artifacts(artifacts: list[Artifact], artifact_root: Path, folder: Path) -> list[Path]:
+def download_artifacts(artifacts: list[ArtifactRow], artifact_root: Path, folder: Path) -> list[Path]:
     """Copy and verify every artifact, then rename them all into `folder`; returns their paths there."""
     folder.mkdir(parents=True, exist_ok=True)
     root_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -64,7 +64,7 @@ def move_into_place(copy: Staged, name: str) -> None:
         raise refused(name, f"it cannot be put in place in the download folder: {exc.strerror}") from None
 
 
-def stage_artifact(artifact: Artifact, artifact_root: Path, target_root_fd: int) -> Staged:
+def stage_artifact(artifact: ArtifactRow, artifact_root: Path, target_root_fd: int) -> Staged:
     """Copy one artifact from the store to a temp file under the target folder and verify it."""
     name = checked_name(artifact)
     *subfolders, final_name = name.split("/")
@@ -81,7 +81,7 @@ def stage_artifact(artifact: Artifact, artifact_root: Path, target_root_fd: int)
     return Staged(folder_fd, temp_name, final_name)
 
 
-def checked_name(artifact: Artifact) -> str:
+def checked_name(artifact: ArtifactRow) -> str:
     try:
         name = validate_artifact_name(artifact.name)
     except ArtifactNameError as exc:
@@ -170,7 +170,7 @@ def why_unopenable(parent_fd: int, part: str, exc: OSError, where: str) -> str:
     return f"{part!r} {where} cannot be opened: {exc.strerror}"
 
 
-def copy_verified(source_fd: int, folder_fd: int, final_name: str, artifact: Artifact) -> str:
+def copy_verified(source_fd: int, folder_fd: int, final_name: str, artifact: ArtifactRow) -> str:
     """Copy into a new temp file in the folder while hashing; returns its name once size and sha256 match."""
     temp_name, temp_fd = create_temp(folder_fd, final_name)
     try:

@@ -10,7 +10,7 @@ import click
 from genq.client.visible import visible
 from genq.core.reads import Reads, Run
 from genq.core.store.clock import as_utc
-from genq.core.store.models import Job
+from genq.core.store.models import JobRow
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -18,7 +18,7 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def job_summary(job: Job) -> dict[str, Any]:
+def job_summary(job: JobRow) -> dict[str, Any]:
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "params": job.params, "result": job.result,
         "error": job.error, "attempts": job.attempts, "worker": job.worker_host, "depends_on": job.depends_on,
@@ -30,7 +30,7 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
 
 
-def job_details(reads: Reads, job: Job, artifact_root) -> dict[str, Any]:
+def job_details(reads: Reads, job: JobRow, artifact_root) -> dict[str, Any]:
     details = job_summary(job)
     details["metrics"] = {name: [{"step": step, "value": value} for step, value in points]
                           for name, points in reads.metric_series(job.id).items()}
@@ -58,7 +58,7 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=True))
 
 
-def duration(job: Job) -> str:
+def duration(job: JobRow) -> str:
     if job.started_at is None:
         return "-"
     start = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=timezone.utc)
@@ -67,7 +67,7 @@ def duration(job: Job) -> str:
     return f"{(end - start).total_seconds():.1f}s"
 
 
-def status_line(job: Job) -> str:
+def status_line(job: JobRow) -> str:
     line = f"{job.id}  {job.kind:<11} {job.status:<9}"
     if job.progress_total:
         line += f" {job.progress_done}/{job.progress_total}"

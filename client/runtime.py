@@ -9,7 +9,7 @@ from genq.core.config import Settings, load_settings
 from genq.core.reads import JobNotFound, Reads
 from genq.core.store.db import SchemaError
 from genq.core.store.jobs import JobStore
-from genq.core.store.models import Job
+from genq.core.store.models import JobRow
 
 
 class Runtime:
@@ -42,7 +42,7 @@ class Runtime:
         self.store  # the schema check, as a one-line error
         return self.client.reads
 
-    def job(self, ref: str) -> Job:
+    def job(self, ref: str) -> JobRow:
         try:
             return self.reads.resolve(ref)
         except JobNotFound as exc:

@@ -8,7 +8,7 @@ import click
 from genq.client.visible import visible
 from genq.core.polling import StillWaiting, poll_until
 from genq.core.reads import Reads
-from genq.core.store.models import Job
+from genq.core.store.models import JobRow
 from genq.core.store.states import JobStatus
 
 EXIT_TIMEOUT = 3
@@ -31,14 +31,14 @@ class TerminalLine:
             click.echo("", err=True)
 
 
-def wait_for(reads: Reads, job_id: str, timeout: float | None, show_progress: bool = True) -> Job:
+def wait_for(reads: Reads, job_id: str, timeout: float | None, show_progress: bool = True) -> JobRow:
     """The job once it has finished; on timeout one line on stderr and exit 3."""
     line = TerminalLine(show_progress)
 
-    def finished(row: Job) -> bool:
+    def finished(row: JobRow) -> bool:
         return JobStatus(row.status).finished
 
-    def show(row: Job) -> None:
+    def show(row: JobRow) -> None:
         if not finished(row):
             line.show(visible(progress_line(row)))
 
@@ -52,7 +52,7 @@ def wait_for(reads: Reads, job_id: str, timeout: float | None, show_progress: bo
     return job
 
 
-def progress_line(job: Job, width: int = 30) -> str:
+def progress_line(job: JobRow, width: int = 30) -> str:
     if job.progress_total:
         filled = int(width * job.progress_done / job.progress_total)
         bar = "#" * filled + "-" * (width - filled)

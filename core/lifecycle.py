@@ -31,7 +31,7 @@ from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
 from genq.core.store.groups import GroupStore, PlannedJob
 from genq.core.store.jobs import CancelOutcome, JobNotFound, JobStore, RunWrites
-from genq.core.store.models import Group, Job, utcnow
+from genq.core.store.models import GroupRow, JobRow, utcnow
 from genq.core.store.states import JobStatus, TransitionError
 
 log = logging.getLogger("genq.lifecycle")
@@ -85,7 +85,7 @@ class Lifecycle:
 
     # -- submit ---------------------------------------------------------------------------
     def submit(self, params: JobParams, depends_on: str | None = None, options: RunOptions | None = None,
-               retry_for_s: float | None = None) -> tuple[Job, str | None]:
+               retry_for_s: float | None = None) -> tuple[JobRow, str | None]:
         """Store a job (queued, or waiting for `depends_on`) and wake a worker when it is ready.
 
         Returns the job and, when its wake-up could not be sent, why. Nothing is lost then: the job is
@@ -112,7 +112,7 @@ class Lifecycle:
             return job, unsent  # as it was stored
 
     def submit_group(self, kind: str, name: str | None, definition: dict[str, Any], planned: Sequence[PlannedJob],
-                     options: RunOptions) -> tuple[Group, str | None]:
+                     options: RunOptions) -> tuple[GroupRow, str | None]:
         """Store a group and all its jobs in one transaction, then wake the queued ones over one connection
         and release the waiting ones whose dependency has already ended."""
         group, rows = self.groups.create(kind, name, definition, planned, options)
@@ -158,13 +158,13 @@ class Lifecycle:
             retrying(lambda: self.store.mark_sent(job_ids), retry_for_s, "recording sends")
 
     # -- claim ------------------------------------------------------------------------------
-    def claim(self, job_id: str, worker: str, device: str | None = None) -> Job | None:
+    def claim(self, job_id: str, worker: str, device: str | None = None) -> JobRow | None:
         """queued (and due) -> running for `worker` with a fresh lease, in one statement that returns
         the claimed row (its `attempts` is this run's attempt); None when it is not claimable now."""
         return self.store.claim(job_id, worker, self.settings.lease_s, device)
 
-    def claim_companions(self, first: Job, queues: tuple[str, ...], worker: str, device: str | None,
-                         take: Callable[[Job], bool]) -> list[tuple[str, int]]:
+    def claim_companions(self, first: JobRow, queues: tuple[str, ...], worker: str, device: str | None,
+                         take: Callable[[JobRow], bool]) -> list[tuple[str, int]]:
         """Claim queued jobs of `first`'s kind to run in one batch with it: (id, attempt) each."""
         return self.store.claim_companions(first, queues, worker, self.settings.lease_s, device, take)
 
@@ -179,7 +179,7 @@ class Lifecycle:
         self.record(job_id, attempt, RunWrites(logs=[(level, message, utcnow())]))
 
     # -- finish -----------------------------------------------------------------------------
-    def retry_later(self, job: Job, message: str) -> Outcome:
+    def retry_later(self, job: JobRow, message: str) -> Outcome:
         """A failed run's outcome: queued again after a back-off while --retries are left, else failed."""
         if job.failed_runs >= job.retries:
             return Outcome(JobStatus.FAILED, {"error": message}, message)
@@ -207,7 +207,7 @@ class Lifecycle:
         return True
 
     # -- take over ---------------------------------------------------------------------------
-    def take_over(self, job: Job, worker: str) -> JobStatus | None:
+    def take_over(self, job: JobRow, worker: str) -> JobStatus | None:
         """Act on a running job whose lease has passed: cancelled if that was asked, failed after
         GENQ_MAX_ATTEMPTS runs, else queued and sent again. Its new status; None if its lease is
         still live or someone else acted first (the UPDATE checks the lease and the attempt)."""
@@ -222,7 +222,7 @@ class Lifecycle:
         try:
             self.store.transition(job.id, JobStatus.RUNNING, outcome, worker=worker, reason=reason,
                                   expected_attempts=job.attempts, values=values,
-                                  only_if=Job.lease_until < db_now_plus(0))  # renewed since it was read: not ours
+                                  only_if=JobRow.lease_until < db_now_plus(0))  # renewed since it was read: not ours
         except TransitionError:
             return None
         log.warning("job %s: %s", job.id, reason)
@@ -233,7 +233,7 @@ class Lifecycle:
         return outcome
 
     # -- jobs that wait for another ---------------------------------------------------------
-    def release_if_ready(self, job: Job, worker: str | None = None, retry_for_s: float = 0.0) -> None:
+    def release_if_ready(self, job: JobRow, worker: str | None = None, retry_for_s: float = 0.0) -> None:
         """A waiting job whose dependency has ended: queue and wake it, or fail its chain.
 
         Whoever notices first (the dependency's worker, the submitting client, or any worker's

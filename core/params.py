@@ -80,6 +80,9 @@ class JobParams(BaseModel):
     # iterator of (index, result or exception) out, each as soon as it is known. None: never batched.
     batch_function: ClassVar[str | None] = None
     # The Settings attribute holding how many batch units (batch_images) one batch may take; None: no setting.
+    # "module:function" that loads what GENQ_PRELOAD names into a worker's model cache before it takes jobs:
+    # (cache, settings, device) -> what it did, in words; ValueError for a value it refuses. None: nothing.
+    preload_function: ClassVar[str | None] = None
     batch_budget_setting: ClassVar[str | None] = None
     # Keys of a finished job's result that a group's table shows beside the swept parameters.
     summary: ClassVar[tuple[str, ...]] = ()

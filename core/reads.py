@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from genq.core.kinds import kind_class
-from genq.core.store.models import Artifact, Group, Job, JobEvent, JobLog, Metric
+from genq.core.store.models import ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric
 from genq.core.store.states import JobStatus
 from genq.core.store.workers import WorkerView, worker_registry
 
@@ -45,7 +45,7 @@ class JobFilter:
 
 @dataclass(frozen=True)
 class JobPage:
-    jobs: list[Job]
+    jobs: list[JobRow]
     has_next: bool
 
 
@@ -92,11 +92,11 @@ class Reads:
         self._registry = worker_registry(sessions)
 
     # -- jobs ---------------------------------------------------------------------------
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> JobRow | None:
         with self.sessions() as session:
-            return session.get(Job, job_id)
+            return session.get(JobRow, job_id)
 
-    def resolve(self, ref: str) -> Job:
+    def resolve(self, ref: str) -> JobRow:
         """A full job id or a unique prefix of at least MIN_ID_PREFIX characters (matched literally)."""
         ref = ref.strip().lower()
         job = self.get(ref)
@@ -105,14 +105,14 @@ class Reads:
         if len(ref) < MIN_ID_PREFIX:
             raise JobNotFound(f"no job {ref!r} (give the full id or at least {MIN_ID_PREFIX} characters of it)")
         with self.sessions() as session:
-            matches = session.scalars(select(Job).where(Job.id.startswith(ref, autoescape=True)).limit(2)).all()
+            matches = session.scalars(select(JobRow).where(JobRow.id.startswith(ref, autoescape=True)).limit(2)).all()
         if not matches:
             raise JobNotFound(f"no job {ref!r}")
         if len(matches) > 1:
             raise JobNotFound(f"{ref!r} matches several jobs: give more of the id")
         return matches[0]
 
-    def jobs(self, where: JobFilter = JobFilter(), limit: int | None = 20, offset: int = 0) -> list[Job]:
+    def jobs(self, where: JobFilter = JobFilter(), limit: int | None = 20, offset: int = 0) -> list[JobRow]:
         """Newest first; a group's jobs (where.group_id) in their sweep's order. `limit` None: all of them."""
         query = _filtered(where)
         if limit is not None:
@@ -174,49 +174,49 @@ class Reads:
         return list(reversed(newest))
 
     # -- artifacts ----------------------------------------------------------------------
-    def artifacts(self, job_id: str) -> list[Artifact]:
+    def artifacts(self, job_id: str) -> list[ArtifactRow]:
         with self.sessions() as session:
-            return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+            return list(session.scalars(select(ArtifactRow).where(ArtifactRow.job_id == job_id).order_by(ArtifactRow.name)))
 
-    def artifact(self, job_id: str, name: str) -> Artifact | None:
+    def artifact(self, job_id: str, name: str) -> ArtifactRow | None:
         with self.sessions() as session:
-            return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+            return session.scalar(select(ArtifactRow).where(ArtifactRow.job_id == job_id, ArtifactRow.name == name))
 
     # -- groups -------------------------------------------------------------------------
-    def group(self, group_id: str) -> Group | None:
+    def group(self, group_id: str) -> GroupRow | None:
         with self.sessions() as session:
-            return session.get(Group, group_id)
+            return session.get(GroupRow, group_id)
 
-    def resolve_group(self, ref: str) -> Group:
+    def resolve_group(self, ref: str) -> GroupRow:
         """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest of that name)."""
         ref = ref.strip()
         if group := self.group(ref.lower()):
             return group
         with self.sessions() as session:
-            named = session.scalars(select(Group).where(Group.name == ref).order_by(Group.created_at.desc())).first()
+            named = session.scalars(select(GroupRow).where(GroupRow.name == ref).order_by(GroupRow.created_at.desc())).first()
             if named is not None:
                 return named
             if len(ref) < MIN_ID_PREFIX:
                 raise GroupNotFound(f"no group {ref!r} (give its name, its id or at least {MIN_ID_PREFIX} characters of it)")
-            matches = session.scalars(select(Group).where(Group.id.startswith(ref.lower(), autoescape=True)).limit(2)).all()
+            matches = session.scalars(select(GroupRow).where(GroupRow.id.startswith(ref.lower(), autoescape=True)).limit(2)).all()
         if not matches:
             raise GroupNotFound(f"no group {ref!r}")
         if len(matches) > 1:
             raise GroupNotFound(f"{ref!r} matches several groups: give more of the id")
         return matches[0]
 
-    def group_jobs(self, group_id: str) -> list[Job]:
+    def group_jobs(self, group_id: str) -> list[JobRow]:
         """Every job of the group, in its sweep's order."""
         return self.jobs(JobFilter(group_id=group_id), limit=None)
 
     def group_counts(self, group_id: str) -> Counter:
         """How many of the group's jobs are in each state."""
         with self.sessions() as session:
-            rows = session.execute(select(Job.status, func.count()).where(Job.group_id == group_id)
-                                   .group_by(Job.status)).all()
+            rows = session.execute(select(JobRow.status, func.count()).where(JobRow.group_id == group_id)
+                                   .group_by(JobRow.status)).all()
         return Counter({status: count for status, count in rows})
 
-    def group_table(self, group_id: str, rows: Sequence[Job] | None = None) -> list[dict[str, Any]]:
+    def group_table(self, group_id: str, rows: Sequence[JobRow] | None = None) -> list[dict[str, Any]]:
         """One dict per job of the group: id, the swept values, status, seconds it ran, and the kind's
         result figures. `rows`: the group's jobs when the caller has read them already."""
         group = self.group(group_id)
@@ -235,42 +235,42 @@ class Reads:
         """Queued jobs per queue."""
         with self.sessions() as session:
             return {queue: count for queue, count in session.execute(
-                select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED.value).group_by(Job.queue))}
+                select(JobRow.queue, func.count()).where(JobRow.status == JobStatus.QUEUED.value).group_by(JobRow.queue))}
 
     def figures(self, lease_s: float) -> StoreFigures:
         with self.sessions() as session:
             jobs = {(state, kind): count for state, kind, count in session.execute(
-                select(Job.status, Job.kind, func.count()).group_by(Job.status, Job.kind))}
+                select(JobRow.status, JobRow.kind, func.count()).group_by(JobRow.status, JobRow.kind))}
             seconds = run_seconds(session.get_bind().dialect.name)
             run_times = [RunTimes(kind, state, count, float(total or 0.0)) for kind, state, count, total in session.execute(
-                select(Job.kind, Job.status, func.count(), func.sum(seconds))
-                .where(Job.status.in_(FINISHED), Job.started_at.is_not(None), Job.finished_at.is_not(None))
-                .group_by(Job.kind, Job.status))]
+                select(JobRow.kind, JobRow.status, func.count(), func.sum(seconds))
+                .where(JobRow.status.in_(FINISHED), JobRow.started_at.is_not(None), JobRow.finished_at.is_not(None))
+                .group_by(JobRow.kind, JobRow.status))]
         workers = Counter(view.state.value for view in self.workers(lease_s))
         return StoreFigures(jobs, self.queue_lengths(), run_times, dict(sorted(workers.items())))
 
 
 def _filtered(where: JobFilter):
     if where.group_id:
-        query = select(Job).where(Job.group_id == where.group_id).order_by(Job.group_index)
+        query = select(JobRow).where(JobRow.group_id == where.group_id).order_by(JobRow.group_index)
     else:
-        query = select(Job).order_by(Job.submitted_at.desc(), Job.id.desc())
+        query = select(JobRow).order_by(JobRow.submitted_at.desc(), JobRow.id.desc())
     if where.status:
-        query = query.where(Job.status == where.status)
+        query = query.where(JobRow.status == where.status)
     if where.kind:
-        query = query.where(Job.kind == where.kind)
+        query = query.where(JobRow.kind == where.kind)
     if where.queue:
-        query = query.where(Job.queue == where.queue)
+        query = query.where(JobRow.queue == where.queue)
     if where.prompt:
-        query = query.where(Job.params["prompt"].as_string().icontains(where.prompt, autoescape=True))
+        query = query.where(JobRow.params["prompt"].as_string().icontains(where.prompt, autoescape=True))
     return query
 
 
 def run_seconds(dialect: str):
     """A finished job's run time in seconds, as SQL."""
     if dialect == "postgresql":
-        return func.extract("epoch", Job.finished_at - Job.started_at)
-    return (func.julianday(Job.finished_at) - func.julianday(Job.started_at)) * 86400.0
+        return func.extract("epoch", JobRow.finished_at - JobRow.started_at)
+    return (func.julianday(JobRow.finished_at) - func.julianday(JobRow.started_at)) * 86400.0
 
 
 def runs_of(events: Iterable[JobEvent]) -> list[Run]:
@@ -294,7 +294,7 @@ def swept_names(definition: dict[str, Any]) -> list[str]:
     return names
 
 
-def sweep_table(rows: Iterable[Job], swept: Sequence[str], summary: Sequence[str]) -> list[dict[str, Any]]:
+def sweep_table(rows: Iterable[JobRow], swept: Sequence[str], summary: Sequence[str]) -> list[dict[str, Any]]:
     """One dict per job: id, its swept values, status, seconds it ran, then the `summary` keys of its
     result (else the parameter of that name: a seed chosen at submit)."""
     table = []

@@ -231,7 +231,7 @@ class Job:
     def __repr__(self) -> str:
         return f"<genq.Job {self.id} {self.status}>"
 
-    def row(self) -> models.Job:
+    def row(self) -> models.JobRow:
         """The job's row as it is now."""
         return self.client.reads.get(self.id)
 
@@ -317,7 +317,7 @@ class Group:
     def jobs(self) -> list[Job]:
         return [Job(self.client, row.id) for row in self.rows()]
 
-    def rows(self) -> list[models.Job]:
+    def rows(self) -> list[models.JobRow]:
         """The group's jobs as they are now, in the order of the sweep."""
         return self.client.reads.group_jobs(self.id)
 

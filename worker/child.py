@@ -37,19 +37,20 @@ def fail(message: object, status: int = EXIT_CONFIG) -> None:
 
 
 def preload(app, settings: Settings) -> None:
-    """Load GENQ_PRELOAD into the worker's model cache before it takes jobs."""
-    from genq.core.kinds.sd import check_model
-
-    try:
-        model = check_model(settings.preload, settings)
-    except ValueError as exc:
-        fail(f"GENQ_PRELOAD: {exc}")
-    from genq.core.sd.job import warm
+    """Load GENQ_PRELOAD into the worker's model cache before it takes jobs, by each kind that declares
+    how (the sd kind: a model)."""
+    from genq.core.kinds import KIND_CLASSES, load_function
     from genq.worker.runner import prepare_torch
 
+    loaders = [cls.preload_function for cls in KIND_CLASSES if cls.preload_function]
+    if not loaders:
+        fail("GENQ_PRELOAD: no installed job kind preloads anything")
     device = prepare_torch(settings)
-    seconds, _ = warm(app.genq_runner.cache, model, device)
-    log.info("preloaded %s in %.1f s", model, seconds)
+    for reference in loaders:
+        try:
+            log.info(load_function(reference)(app.genq_runner.cache, settings, device))
+        except ValueError as exc:
+            fail(f"GENQ_PRELOAD: {exc}")
 
 
 def main(argv: list[str] | None = None) -> None:

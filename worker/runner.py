@@ -20,7 +20,7 @@ from genq.core.context import JobCancelled
 from genq.core.kinds import KINDS, batch_function, missing_kind_message, params_from_json, run_function
 from genq.core.lifecycle import Lifecycle, Outcome
 from genq.core.store.artifacts import ArtifactStore
-from genq.core.store.models import Job
+from genq.core.store.models import JobRow
 from genq.core.store.states import JobStatus
 from genq.worker.liveness import Heartbeat
 from genq.worker.presence import Presence, device_label
@@ -94,7 +94,7 @@ class JobRunner:
                 if self.presence:
                     self.presence.idle(len(members))
 
-    def _claim(self, job_id: str, where: str) -> Job | None:
+    def _claim(self, job_id: str, where: str) -> JobRow | None:
         """The claimed job's row, or None when this delivery is to be dropped. The usual case is one
         statement (the claim); the job is read only when the claim fails, to learn why."""
         me = self.me
@@ -128,7 +128,7 @@ class JobRunner:
         return f"{identity.device} ({identity.device_name})" if identity.device.startswith("cuda") else identity.device
 
     # -- one job -------------------------------------------------------------------------
-    def _run_alone(self, job: Job, attempt: int, device: str, heartbeat: Heartbeat) -> None:
+    def _run_alone(self, job: JobRow, attempt: int, device: str, heartbeat: Heartbeat) -> None:
         started = time.monotonic()
         ctx = None
         try:
@@ -183,7 +183,7 @@ class JobRunner:
             log.warning("job %s runs alone: could not claim jobs to batch with it (%s)", first.id, one_line(exc))
             return []
 
-    def _run_together(self, first: Job, members: list[tuple[str, int]], device: str,
+    def _run_together(self, first: JobRow, members: list[tuple[str, int]], device: str,
                       heartbeats: dict[str, Heartbeat]) -> None:
         """Run claimed jobs as one batch; each job's end is recorded as soon as it is known (a job
         cancelled mid-batch ends `cancelled` at that step while the others go on)."""

@@ -38,7 +38,7 @@ def kind_problem(cls: Any, taken: dict[str, type[JobParams]]) -> str | None:
         return f"its kind {kind!r} is not a name of 1-32 lowercase letters, digits and dashes"
     if kind in taken:
         return f"its kind {kind!r} is taken by {taken[kind].__module__}.{taken[kind].__qualname__}"
-    for attribute in ("run_function", "batch_function"):
+    for attribute in ("run_function", "batch_function", "preload_function"):
         value = getattr(cls, attribute, None)
         if (value is not None or attribute == "run_function") and not (isinstance(value, str) and REFERENCE.match(value)):
             return f"its {attribute} {value!r} is not a 'module:function' reference"
@@ -93,7 +93,7 @@ def params_from_json(kind: str, params: dict[str, Any], settings: Settings | Non
 
 def run_function(kind: str) -> Callable:
     """Imported on first use, so that neither the client nor a worker's start imports torch."""
-    return _load(kind_class(kind).run_function)
+    return load_function(kind_class(kind).run_function)
 
 
 def batch_function(kind: str) -> Callable:
@@ -101,7 +101,7 @@ def batch_function(kind: str) -> Callable:
     reference = kind_class(kind).batch_function
     if reference is None:
         raise SpecError(f"{kind} jobs do not run in batches")
-    return _load(reference)
+    return load_function(reference)
 
 
 def report_figure(kind: str, name: str) -> Callable:
@@ -109,9 +109,9 @@ def report_figure(kind: str, name: str) -> Callable:
     reference = kind_class(kind).report_figures.get(name)
     if reference is None:
         raise SpecError(f"{kind} groups have no report figure {name!r}")
-    return _load(reference)
+    return load_function(reference)
 
 
-def _load(reference: str) -> Callable:
+def load_function(reference: str) -> Callable:
     module_name, _, attribute = reference.partition(":")
     return getattr(importlib.import_module(module_name), attribute)

@@ -28,6 +28,7 @@ class SD(JobParams):
     kind = "sd"
     run_function = "genq.core.sd.job:run"
     batch_function = "genq.core.sd.job:run_batch"
+    preload_function = "genq.core.sd.job:preload"  # GENQ_PRELOAD / genq-worker --preload: a model
     batch_budget_setting = "sd_max_batch"  # GENQ_SD_MAX_BATCH images in one UNet batch
     summary = ("seed",)
     main_picture = "image-0.png"

@@ -58,6 +58,16 @@ def warm(cache: ModelCache, model: str, device: str) -> tuple[float, bool]:
     return seconds, cached
 
 
+def preload(cache: ModelCache, settings, device: str) -> str:
+    """GENQ_PRELOAD (a model, checked like a job's --model) loaded into the worker's cache; what was done,
+    in words. ValueError when the model is not allowed or not a model."""
+    from genq.core.kinds.sd import check_model
+
+    model = check_model(settings.preload, settings)
+    seconds, _ = warm(cache, model, device)
+    return f"preloaded {model} in {seconds:.1f} s"
+
+
 def run(spec: SD, ctx: JobContext) -> dict[str, Any]:
     """One job: a batch of one. Returns its result, or raises what ended it."""
     for _, end in run_batch([(spec, ctx)]):

@@ -10,7 +10,7 @@ from sqlalchemy import insert, update
 from genq.core.params import JobParams, RunOptions
 from genq.core.store.clock import db_now_plus
 from genq.core.store.jobs import JobStore, submitted_event_values
-from genq.core.store.models import Group, Job, JobEvent, utcnow
+from genq.core.store.models import GroupRow, JobRow, JobEvent, utcnow
 from genq.core.store.states import JobStatus
 
 
@@ -29,10 +29,10 @@ class GroupStore:
         self.sessions = jobs.sessions
 
     def create(self, kind: str, name: str | None, definition: dict[str, Any], planned: Sequence[PlannedJob],
-               options: RunOptions) -> tuple[Group, list[dict[str, Any]]]:
+               options: RunOptions) -> tuple[GroupRow, list[dict[str, Any]]]:
         """Insert the group and every job of it in one transaction (bulk inserts); returns the group
         and the jobs' column values. Queued jobs' send times start now, by the database's clock."""
-        group = Group(id=str(uuid.uuid4()), name=name, kind=kind, created_at=utcnow(), definition=definition,
+        group = GroupRow(id=str(uuid.uuid4()), name=name, kind=kind, created_at=utcnow(), definition=definition,
                       size=len(planned))
         rows = [self.jobs.new_row(plan.params, plan.depends_on, options, group_id=group.id,
                                   group_point=plan.point, group_index=index)
@@ -40,15 +40,15 @@ class GroupStore:
         with self.sessions() as session:
             session.add(group)
             session.flush()
-            session.execute(insert(Job), rows)
+            session.execute(insert(JobRow), rows)
             session.execute(insert(JobEvent), [submitted_event_values(row["id"], row["submitted_at"], row["status"])
                                                for row in rows])
-            session.execute(update(Job).where(Job.group_id == group.id, Job.status == JobStatus.QUEUED.value)
+            session.execute(update(JobRow).where(JobRow.group_id == group.id, JobRow.status == JobStatus.QUEUED.value)
                             .values(last_sent_at=db_now_plus(0)))
             session.commit()
             session.expunge(group)
         return group, rows
 
-    def jobs_of(self, group_id: str) -> list[Job]:
+    def jobs_of(self, group_id: str) -> list[JobRow]:
         """The read model's (genq.core.reads), here for the lifecycle."""
         return self.jobs.reads.group_jobs(group_id)

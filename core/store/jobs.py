@@ -22,7 +22,7 @@ from genq.core.params import JobParams, RunOptions
 from genq.core.reads import JobFilter, JobNotFound, Reads
 from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
-from genq.core.store.models import Artifact, Job, JobEvent, JobLog, Metric, utcnow
+from genq.core.store.models import ArtifactRow, JobRow, JobEvent, JobLog, Metric, utcnow
 from genq.core.store.states import JobStatus, TransitionError, transition
 
 class RunSuperseded(RuntimeError):
@@ -69,17 +69,18 @@ class JobStore:
         self.queue_for = queue_for or (lambda kind: DEFAULT_QUEUE)  # a kind's queue when a submit names none
 
     # -- jobs ---------------------------------------------------------------------------
-    def create(self, spec: JobParams, depends_on: str | None = None, options: RunOptions | None = None) -> Job:
+    def create(self, spec: JobParams, depends_on: str | None = None, options: RunOptions | None = None) -> JobRow:
         """Insert a job: `waiting` when it depends on another job, else `queued` (its send time starts
         now, by the database's clock, so a wake-up lost before it was sent is re-sent). With an
         idempotency key already used, the existing job is returned instead (`job.created` False)."""
         options = options or RunOptions()
         if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
             return existing
-        job = Job(**self.new_row(spec, depends_on, options), last_sent_at=None if depends_on else db_now_plus(0))
+        job = JobRow(**self.new_row(spec, depends_on, options), last_sent_at=None if depends_on else db_now_plus(0))
         try:
             with self.sessions() as session:
                 session.add(job)
+                session.flush()  # the job's row before its event's (the unit of work orders them by nothing)
                 session.add(submitted_event(job))
                 session.commit()
         except IntegrityError:
@@ -99,9 +100,9 @@ class JobStore:
                     failed_runs=0, idempotency_key=options.idempotency_key,
                     queue=options.queue or self.queue_for(spec.kind), priority=options.priority, **values)
 
-    def _by_key(self, key: str) -> Job | None:
+    def _by_key(self, key: str) -> JobRow | None:
         with self.sessions() as session:
-            job = session.scalar(select(Job).where(Job.idempotency_key == key))
+            job = session.scalar(select(JobRow).where(JobRow.idempotency_key == key))
         if job is not None:
             job.created = False
         return job
@@ -111,11 +112,11 @@ class JobStore:
     def reads(self) -> Reads:
         return Reads(self.sessions)
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> JobRow | None:
         return self.reads.get(job_id)
 
     def list(self, status: str | None = None, kind: str | None = None, limit: int | None = 20,
-             group_id: str | None = None) -> list[Job]:
+             group_id: str | None = None) -> list[JobRow]:
         return self.reads.jobs(JobFilter(status=status, kind=kind, group_id=group_id), limit or None)
 
     def transition(self, job_id: str, expected: JobStatus, to: JobStatus, **kwargs: Any) -> None:
@@ -125,27 +126,27 @@ class JobStore:
     def mark_sent(self, job_ids: list[str]) -> None:
         """Record (database clock) that wake-ups for these queued jobs were just sent."""
         with self.sessions() as session:
-            session.execute(update(Job).where(Job.id.in_(job_ids)).values(last_sent_at=db_now_plus(0)))
+            session.execute(update(JobRow).where(JobRow.id.in_(job_ids)).values(last_sent_at=db_now_plus(0)))
             session.commit()
 
     def routes(self, job_ids: list[str]) -> dict[str, tuple[str, int]]:
         """Each job's queue and priority: where and how urgently its wake-up is sent."""
         with self.sessions() as session:
-            rows = session.execute(select(Job.id, Job.queue, Job.priority).where(Job.id.in_(job_ids))).all()
+            rows = session.execute(select(JobRow.id, JobRow.queue, JobRow.priority).where(JobRow.id.in_(job_ids))).all()
         return {job_id: (queue, priority) for job_id, queue, priority in rows}
 
-    def waiting_on(self, job_id: str) -> list[Job]:
+    def waiting_on(self, job_id: str) -> list[JobRow]:
         """Jobs in `waiting` for `job_id` to succeed."""
         with self.sessions() as session:
-            return list(session.scalars(select(Job).where(Job.depends_on == job_id, Job.status == JobStatus.WAITING.value)))
+            return list(session.scalars(select(JobRow).where(JobRow.depends_on == job_id, JobRow.status == JobStatus.WAITING.value)))
 
     # -- runs: claim, lease, fenced writes ---------------------------------------------
     def claim(self, job_id: str, worker: str, lease_s: float, device: str | None = None,
-              reason: str = "claimed") -> Job | None:
+              reason: str = "claimed") -> JobRow | None:
         """queued (and due: past a retry's back-off) -> running for this worker with a fresh lease, in one
         UPDATE ... RETURNING: the claimed row (its `attempts` is the new attempt), or None when the job
         is not queued and due (another delivery claimed it, or it retries later)."""
-        due = Job.run_after.is_(None) | (Job.run_after <= db_now_plus(0))
+        due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
         with self.sessions() as session:
             try:
                 return transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
@@ -154,8 +155,8 @@ class JobStore:
             except TransitionError:
                 return None
 
-    def claim_companions(self, first: Job, queues: tuple[str, ...], worker: str, lease_s: float, device: str | None,
-                         take: Callable[[Job], bool], candidates: int = 64) -> list[tuple[str, int]]:
+    def claim_companions(self, first: JobRow, queues: tuple[str, ...], worker: str, lease_s: float, device: str | None,
+                         take: Callable[[JobRow], bool], candidates: int = 64) -> list[tuple[str, int]]:
         """Claim queued jobs of `first`'s kind on `queues` to run together with it: (id, attempt) each.
 
         Candidates are read highest priority first, then oldest; `take(job)` says which to add (it
@@ -163,10 +164,10 @@ class JobStore:
         claimed in one transaction: two workers never wait on or fight for the same rows. Elsewhere
         (SQLite) each claim is its own conditional transition; one another worker won is skipped.
         """
-        due = Job.run_after.is_(None) | (Job.run_after <= db_now_plus(0))
-        query = (select(Job).where(Job.status == JobStatus.QUEUED.value, Job.kind == first.kind,
-                                   Job.queue.in_(queues), Job.id != first.id, due)
-                 .order_by(Job.priority.desc(), Job.submitted_at).limit(candidates))
+        due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
+        query = (select(JobRow).where(JobRow.status == JobStatus.QUEUED.value, JobRow.kind == first.kind,
+                                   JobRow.queue.in_(queues), JobRow.id != first.id, due)
+                 .order_by(JobRow.priority.desc(), JobRow.submitted_at).limit(candidates))
         reason = f"claimed to run in one batch with job {first.id}"
         with self.sessions() as session:
             locking = session.get_bind().dialect.name == "postgresql"
@@ -190,59 +191,59 @@ class JobStore:
         """Renew this run's lease (one UPDATE ... RETURNING): whether it still holds it, and cancellation."""
         with self.sessions() as session:
             cancel = session.execute(
-                update(Job).where(self._run_is(job_id, attempt))
+                update(JobRow).where(self._run_is(job_id, attempt))
                 .values(lease_until=db_now_plus(lease_s), heartbeat_at=db_now_plus(0))
-                .returning(Job.cancel_requested)
+                .returning(JobRow.cancel_requested)
             ).scalar_one_or_none()
             session.commit()
         return Beat(holds_lease=cancel is not None, cancel_requested=bool(cancel))
 
-    def expired_leases(self, limit: int = 100) -> list[Job]:
+    def expired_leases(self, limit: int = 100) -> list[JobRow]:
         """Running jobs whose lease has passed by the database's clock."""
         with self.sessions() as session:
-            return list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
-                                                          Job.lease_until < db_now_plus(0)).limit(limit)))
+            return list(session.scalars(select(JobRow).where(JobRow.status == JobStatus.RUNNING.value,
+                                                          JobRow.lease_until < db_now_plus(0)).limit(limit)))
 
     def lease_expired(self, job_id: str) -> bool:
         with self.sessions() as session:
-            return session.scalar(select(Job.id).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value,
-                                                       Job.lease_until < db_now_plus(0))) is not None
+            return session.scalar(select(JobRow.id).where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value,
+                                                       JobRow.lease_until < db_now_plus(0))) is not None
 
     def queued_unsent_since(self, seconds: float, limit: int = 1000) -> list[tuple[str, str]]:
         """(id, queue) of queued jobs whose last wake-up was sent longer than `seconds` ago (database clock)."""
         with self.sessions() as session:
-            unsent = Job.last_sent_at.is_(None) | (Job.last_sent_at < db_now_plus(-seconds))
-            due = Job.run_after.is_(None) | (Job.run_after <= db_now_plus(0))
+            unsent = JobRow.last_sent_at.is_(None) | (JobRow.last_sent_at < db_now_plus(-seconds))
+            due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
             return [tuple(row) for row in session.execute(
-                select(Job.id, Job.queue).where(Job.status == JobStatus.QUEUED.value, unsent, due)
-                .order_by(Job.last_sent_at).limit(limit))]
+                select(JobRow.id, JobRow.queue).where(JobRow.status == JobStatus.QUEUED.value, unsent, due)
+                .order_by(JobRow.last_sent_at).limit(limit))]
 
     def count(self, status: JobStatus, queue: str | None = None) -> int:
-        query = select(func.count()).select_from(Job).where(Job.status == status.value)
+        query = select(func.count()).select_from(JobRow).where(JobRow.status == status.value)
         if queue is not None:
-            query = query.where(Job.queue == queue)
+            query = query.where(JobRow.queue == queue)
         with self.sessions() as session:
             return session.scalar(query)
 
-    def waiting_on_finished(self, limit: int = 1000) -> list[Job]:
+    def waiting_on_finished(self, limit: int = 1000) -> list[JobRow]:
         """Waiting jobs whose dependency has ended (or vanished): nobody released them yet."""
-        dependency = Job.__table__.alias("dependency")
+        dependency = JobRow.__table__.alias("dependency")
         finished = [s.value for s in JobStatus if s.finished]
         with self.sessions() as session:
             return list(session.scalars(
-                select(Job).outerjoin(dependency, dependency.c.id == Job.depends_on)
-                .where(Job.status == JobStatus.WAITING.value,
+                select(JobRow).outerjoin(dependency, dependency.c.id == JobRow.depends_on)
+                .where(JobRow.status == JobStatus.WAITING.value,
                        (dependency.c.status.in_(finished)) | (dependency.c.id.is_(None))).limit(limit)))
 
     @staticmethod
     def _run_is(job_id: str, attempt: int):
-        return and_(Job.id == job_id, Job.attempts == attempt, Job.status == JobStatus.RUNNING.value)
+        return and_(JobRow.id == job_id, JobRow.attempts == attempt, JobRow.status == JobStatus.RUNNING.value)
 
     def _fence(self, session: Session, job_id: str, attempt: int, values: dict[str, Any] | None = None) -> None:
         """Lock the job's row for this transaction if this run still holds it (writing `values` to it);
         else RunSuperseded."""
-        matched = session.execute(update(Job).where(self._run_is(job_id, attempt))
-                                  .values(**(values or {"attempts": Job.attempts}))).rowcount
+        matched = session.execute(update(JobRow).where(self._run_is(job_id, attempt))
+                                  .values(**(values or {"attempts": JobRow.attempts}))).rowcount
         if matched != 1:
             session.rollback()
             raise RunSuperseded(f"job {job_id} is no longer at attempt {attempt}")
@@ -260,14 +261,14 @@ class JobStore:
                 return self.request_cancel(job_id)  # it started meanwhile: ask the runner
         if status is JobStatus.RUNNING:
             with self.sessions() as session:
-                session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+                session.execute(update(JobRow).where(JobRow.id == job_id).values(cancel_requested=True))
                 session.commit()
             return CancelOutcome(JobStatus.RUNNING, "cancellation requested: the job stops at its next step boundary")
         return CancelOutcome(status, f"already {status.value}: nothing to cancel")
 
     def cancel_requested(self, job_id: str) -> bool:
         with self.sessions() as session:
-            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+            return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     def set_progress(self, job_id: str, attempt: int, done: int, total: int, message: str) -> None:
         self.record(job_id, attempt, RunWrites(progress=(done, total, message)))
@@ -290,7 +291,7 @@ class JobStore:
             if stored is not None:
                 if publish is not None:
                     publish()
-                _upsert(session, Artifact, {"job_id": job_id, "name": stored.name,
+                _upsert(session, ArtifactRow, {"job_id": job_id, "name": stored.name,
                                             "relative_path": stored.relative_path, "media_type": stored.media_type,
                                             "size": stored.size, "sha256": stored.sha256, "created_at": utcnow()},
                         keys=("job_id", "name"))
@@ -326,10 +327,10 @@ class JobStore:
     def metrics(self, job_id: str) -> list[Metric]:
         return self.reads.metrics(job_id)
 
-    def artifacts(self, job_id: str) -> list[Artifact]:
+    def artifacts(self, job_id: str) -> list[ArtifactRow]:
         return self.reads.artifacts(job_id)
 
-    def artifact(self, job_id: str, name: str) -> Artifact | None:
+    def artifact(self, job_id: str, name: str) -> ArtifactRow | None:
         return self.reads.artifact(job_id, name)
 
     def logs(self, job_id: str, after_id: int = 0) -> list[JobLog]:
@@ -339,7 +340,7 @@ class JobStore:
         return self.reads.events(job_id)
 
 
-def submitted_event(job: Job) -> JobEvent:
+def submitted_event(job: JobRow) -> JobEvent:
     return JobEvent(**submitted_event_values(job.id, job.submitted_at, job.status))
 
 

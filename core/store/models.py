@@ -16,7 +16,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class Job(Base):
+class JobRow(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -55,7 +55,7 @@ class Job(Base):
                       Index("ix_jobs_submitted_at_id", "submitted_at", "id"))
 
 
-class Group(Base):
+class GroupRow(Base):
     """Jobs submitted as one piece of work: a sweep (one job per point of its parameters' product)."""
 
     __tablename__ = "groups"
@@ -96,7 +96,7 @@ class Metric(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class Artifact(Base):
+class ArtifactRow(Base):
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
 

@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from genq.core.store.clock import db_now_plus
-from genq.core.store.models import Job, JobEvent, utcnow
+from genq.core.store.models import JobRow, JobEvent, utcnow
 
 
 class JobStatus(str, Enum):
@@ -55,7 +55,7 @@ def transition(
     device: str | None = None,
     commit: bool = True,
     returning: bool = False,
-) -> Job | None:
+) -> JobRow | None:
     """Move a job from `expected` to `to` and record the event, in one transaction.
 
     The UPDATE only matches while the job is still in `expected` (and, when given, still at
@@ -69,21 +69,21 @@ def transition(
     now = utcnow()
     changes: dict[str, Any] = {"status": to.value, **(values or {})}
     if to is JobStatus.RUNNING:
-        changes.update(started_at=now, heartbeat_at=db_now_plus(0), worker_host=worker, attempts=Job.attempts + 1)
+        changes.update(started_at=now, heartbeat_at=db_now_plus(0), worker_host=worker, attempts=JobRow.attempts + 1)
     if expected is JobStatus.RUNNING:
         changes["lease_until"] = None
     if to.finished:
         changes["finished_at"] = now
-    statement = update(Job).where(Job.id == job_id, Job.status == expected.value)
+    statement = update(JobRow).where(JobRow.id == job_id, JobRow.status == expected.value)
     if expected_attempts is not None:
-        statement = statement.where(Job.attempts == expected_attempts)
+        statement = statement.where(JobRow.attempts == expected_attempts)
     if only_if is not None:  # a further condition checked in the same UPDATE (e.g. the lease has passed)
         statement = statement.where(only_if)
     statement = statement.values(**changes).execution_options(synchronize_session=False)
     try:
         row = None
         if returning:
-            row = session.scalars(statement.returning(Job)).one_or_none()
+            row = session.scalars(statement.returning(JobRow)).one_or_none()
             matched = 0 if row is None else 1
         else:
             matched = session.execute(statement).rowcount

@@ -16,7 +16,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.orm import sessionmaker
 
 from genq.core.store.clock import as_utc, db_now_plus
-from genq.core.store.models import Job, Worker
+from genq.core.store.models import JobRow, Worker
 
 
 RECENT_S = 24 * 3600  # `client workers` shows lost and stopped runs of the last day; --all shows every one
@@ -105,7 +105,7 @@ class WorkerRegistry:
             now = as_utc(_parse(session.scalar(select(db_now_plus(0)))))
             rows = session.execute(query).all()
             job_ids = [row.current_job for row, _ in rows if row.current_job]
-            jobs = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(job_ids)))} if job_ids else {}
+            jobs = {job.id: job for job in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))} if job_ids else {}
         views, named = [], set()
         for row, state in rows:  # newest run of each name first
             state = WorkerState(state)

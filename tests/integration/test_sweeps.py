@@ -36,10 +36,10 @@ def stored_counts(genq) -> tuple[int, int]:
     """(jobs, groups) in the installation's store."""
     from sqlalchemy import func, select
 
-    from genq.core.store.models import Group, Job
+    from genq.core.store.models import GroupRow, JobRow
 
     with genq.store().sessions() as session:
-        return session.scalar(select(func.count()).select_from(Job)), session.scalar(select(func.count()).select_from(Group))
+        return session.scalar(select(func.count()).select_from(JobRow)), session.scalar(select(func.count()).select_from(GroupRow))
 
 
 def test_a_two_by_two_train_vae_sweep_gives_one_group_its_table_and_a_report(genq, tmp_path):

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from genq.core.store.models import Job
+from genq.core.store.models import JobRow
 
 pytestmark = pytest.mark.integration
 
 
 def count_jobs(genq) -> int:
     with genq.store().sessions() as session:
-        return session.scalar(select(func.count()).select_from(Job))
+        return session.scalar(select(func.count()).select_from(JobRow))
 
 
 def test_train_vae_runs_end_to_end(genq):

@@ -7,14 +7,14 @@ import pytest
 
 from genq.client.download import DownloadRefused, download_artifacts
 from genq.core.store.artifacts import ArtifactStore
-from genq.core.store.models import Artifact
+from genq.core.store.models import ArtifactRow
 
 JOB = "0b6f2a52-0d53-4cf4-9d38-1f0c5c2d1e11"
 
 
-def stored(root, name: str, data: bytes) -> Artifact:
+def stored(root, name: str, data: bytes) -> ArtifactRow:
     put = ArtifactStore(root).put(JOB, name, data)
-    return Artifact(job_id=JOB, name=put.name, relative_path=put.relative_path, media_type=put.media_type,
+    return ArtifactRow(job_id=JOB, name=put.name, relative_path=put.relative_path, media_type=put.media_type,
                     size=put.size, sha256=put.sha256)
 
 

@@ -14,7 +14,7 @@ from genq.core.reads import GroupNotFound, JobFilter, JobNotFound, Reads
 from genq.core.store.db import make_engine, session_factory
 from genq.core.store.groups import GroupStore, PlannedJob
 from genq.core.store.jobs import JobStore
-from genq.core.store.models import Job, Metric
+from genq.core.store.models import JobRow, Metric
 from genq.core.store.states import JobStatus
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -27,7 +27,7 @@ def store(database_url):
 
 def set_values(store: JobStore, job_id: str, **values) -> None:
     with store.sessions() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
+        session.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
         session.commit()
 
 

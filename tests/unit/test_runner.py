@@ -32,7 +32,7 @@ from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.clock import as_utc, db_now_plus
 from genq.core.store.db import make_engine, session_factory
 from genq.core.store.jobs import JobStore, RunSuperseded
-from genq.core.store.models import Job, utcnow
+from genq.core.store.models import JobRow, utcnow
 from genq.core.store.states import JobStatus
 from genq.core.broker import job_ids_in_broker, make_app, priority_lists
 from genq.core.lifecycle import Lifecycle
@@ -495,7 +495,7 @@ def test_fail_chain_fails_a_chain_deeper_than_the_recursion_limit(tmp_path):
     rows += [{**base, "id": ids[i], "status": "waiting", "attempts": 0, "depends_on": ids[i - 1], "error": None}
              for i in range(1, CHAIN_LENGTH + 1)]
     with store.sessions() as session:
-        session.execute(insert(Job), rows)
+        session.execute(insert(JobRow), rows)
         session.commit()
     assert store.count(JobStatus.WAITING) == CHAIN_LENGTH
 

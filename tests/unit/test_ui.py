@@ -16,7 +16,7 @@ from genq.core.kinds.train_vae import TrainVAE
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.db import make_engine, session_factory, upgrade
 from genq.core.store.jobs import JobStore
-from genq.core.store.models import Artifact, Job, Metric
+from genq.core.store.models import ArtifactRow, JobRow, Metric
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -30,11 +30,11 @@ def installation(tmp_path):
     return settings, JobStore(session_factory(make_engine(database_url)), settings.queue_for)
 
 
-def add_job(store: JobStore, **values) -> Job:
+def add_job(store: JobStore, **values) -> JobRow:
     job = store.create(TrainVAE(epochs=1).with_seed())
     if values:
         with store.sessions() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(**values))
+            session.execute(update(JobRow).where(JobRow.id == job.id).values(**values))
             session.commit()
     return store.get(job.id)
 
@@ -42,7 +42,7 @@ def add_job(store: JobStore, **values) -> Job:
 def add_artifact(settings, store: JobStore, job_id: str, name: str, data: bytes, media_type: str | None = None) -> None:
     stored = ArtifactStore(settings.artifact_root).put(job_id, name, data, media_type)
     with store.sessions() as session:
-        session.add(Artifact(job_id=job_id, name=stored.name, relative_path=stored.relative_path,
+        session.add(ArtifactRow(job_id=job_id, name=stored.name, relative_path=stored.relative_path,
                              media_type=stored.media_type, size=stored.size, sha256=stored.sha256))
         session.commit()
 
@@ -217,11 +217,11 @@ def test_a_host_other_than_this_machine_needs_the_token(tmp_path):
 def test_a_group_page_shows_its_table_and_report_figures(installation):
     from genq.api import Client
     from genq.client.groups import group_summary
-    from genq.core.store.models import Group
+    from genq.core.store.models import GroupRow
 
     settings, store = installation
     with store.sessions() as session:
-        session.add(Group(id="0f0f0f0f-0000-0000-0000-000000000000", name="betas", kind="train-vae", size=2,
+        session.add(GroupRow(id="0f0f0f0f-0000-0000-0000-000000000000", name="betas", kind="train-vae", size=2,
                           definition={"fixed": {"epochs": 1}, "swept": {"beta": [1.0, 4.0]}}))
         session.commit()
     for index, beta in enumerate((1.0, 4.0)):
