@@ -38,13 +38,18 @@ def app_for(database_url: str, home: Path):
     from starlette.testclient import TestClient
 
     from genq.client.ui.app import make_app
+    from genq.client.ui.security import token_file
     from genq.core.config import load_settings
     from genq.core.store.db import upgrade
 
     upgrade(database_url)
     settings = load_settings({"GENQ_HOME": str(home), "GENQ_DATABASE_URL": database_url,
                               "GENQ_BROKER_URL": "redis://127.0.0.1:6379/0"})
-    return TestClient(make_app(settings)), settings
+    web = TestClient(make_app(settings))
+    signed_in = web.get("/", params={"token": token_file(settings).read_text().strip()})  # as the printed URL: the cookie
+    if signed_in.status_code != 200:
+        raise RuntimeError(f"the dashboard refused its home's token: {signed_in.status_code}")
+    return web, settings
 
 
 def fill(sessions, jobs: int, metrics: int, seed: int = 0) -> str:

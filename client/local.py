@@ -298,15 +298,16 @@ UI_URL_PREFIX = "genq ui: "
 
 
 def start_ui(settings: Settings) -> str:
-    """The dashboard (`client ui`) on 127.0.0.1, port 8265 or a free one when that is taken. Not
-    starting it is a warning, not a failure: the broker and the worker do not need it."""
+    """The dashboard (`client ui`) on 127.0.0.1, port 8265 or a free one when that is taken; its URL,
+    read from its log (0600), carries the home's token (none when GENQ_UI_TOKEN is set). Not starting
+    it is a warning, not a failure: the broker and the worker do not need it."""
     runs = run_dir(settings)
     pid_file, log_path = runs / "ui.pid", runs / "ui.log"
     if (running := recorded_process(pid_file)) is not None:
         return f"ui: already running (pid {running.pid}) at {_ui_url(log_path) or '?'}"
     port = UI_PORT if _port_free(UI_PORT) else 0
     env = dict(os.environ, GENQ_HOME=str(settings.home))
-    log_path.write_bytes(b"")
+    write_private_file(log_path, "")
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "genq.client.cli", "ui", "--port", str(port)],
                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -321,6 +322,7 @@ def start_ui(settings: Settings) -> str:
             pid_file.unlink(missing_ok=True)
             return f"ui: did not start; see {log_path}"
         time.sleep(0.1)
+    record_process(pid_file, process.pid)  # again: read just after exec, the command line can still be empty
     return f"ui: {url} (pid {process.pid}, log {log_path})"
 
 

@@ -15,7 +15,7 @@ from starlette.templating import Jinja2Templates
 from genq.client.render import iso
 from genq.client.ui import api, pages
 from genq.client.ui.metrics import metrics_registry
-from genq.client.ui.security import CsrfTokens, SecurityHeadersMiddleware, TokenMiddleware
+from genq.client.ui.security import CsrfTokens, SecurityHeadersMiddleware, TokenMiddleware, home_token
 from genq.client.visible import visible
 from genq.core.config import Settings, load_settings
 
@@ -23,8 +23,9 @@ HERE = Path(__file__).parent
 TOKEN_VARIABLE = "GENQ_UI_TOKEN"
 
 
-def ui_token() -> str | None:
-    return os.environ.get(TOKEN_VARIABLE) or None
+def ui_token(settings: Settings) -> str:
+    """GENQ_UI_TOKEN when set, else the home's own token (GENQ_HOME/ui/token, made on first need)."""
+    return os.environ.get(TOKEN_VARIABLE) or home_token(settings)
 
 
 def shown(value) -> str:
@@ -43,24 +44,25 @@ def templates() -> Jinja2Templates:
 
 def make_app(settings: Settings | None = None, token: str | None = None,
              allowed_hosts: list[str] | None = None) -> Starlette:
-    """`allowed_hosts`: the Host headers answered (a page on another site that rebinds its name to
-    127.0.0.1 is refused); None answers any."""
+    """Every request must carry `token` (by default `ui_token`'s). `allowed_hosts`: the Host headers
+    answered (a page on another site that rebinds its name to 127.0.0.1 is refused); None answers any."""
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from genq.api import Client
 
-    client = Client(settings or load_settings())
+    settings = settings or load_settings()
+    client = Client(settings)
+    metrics = metrics_registry(client.reads, client.settings.lease_s)  # opens the store: a bad one fails before a token is made
     middleware = [Middleware(SecurityHeadersMiddleware)]
     if allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
-    if token:
-        middleware.append(Middleware(TokenMiddleware, token=token))
+    middleware.append(Middleware(TokenMiddleware, token=token or ui_token(settings)))
     app = Starlette(routes=[*pages.routes(), *api.routes(), Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
                     middleware=middleware)
     app.state.client = client
     app.state.templates = templates()
     app.state.csrf = CsrfTokens()
-    app.state.metrics = metrics_registry(client.reads, client.settings.lease_s)
+    app.state.metrics = metrics
     return app
 
 

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
-from urllib.parse import urlencode
+from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from genq.client.local import PRIVATE_FILE_MODE, ensure_home, private_dir
+from genq.core.config import Settings
+from genq.core.store.artifacts import stage_file
+
+TOKEN_FILE = Path("ui") / "token"  # under GENQ_HOME
 TOKEN_COOKIE = "genq_ui_token"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")  # as a Host header names this machine
@@ -24,8 +31,46 @@ SECURITY_HEADERS = {
 }
 
 
-def needs_token(host: str) -> bool:
-    return host not in LOCAL_HOSTS
+def this_machine_only(host: str) -> bool:
+    return host in LOCAL_HOSTS
+
+
+def token_file(settings: Settings) -> Path:
+    return settings.home / TOKEN_FILE
+
+
+def home_token(settings: Settings) -> str:
+    """The home's dashboard token, GENQ_HOME/ui/token (0600 in a 0700 folder): made on first need, then
+    reused. Two dashboards starting at once in a new home agree on one: only the first file is linked
+    into place."""
+    path = token_file(settings)
+    if token := _read_token(path):
+        return token
+    ensure_home(settings)
+    private_dir(path.parent)
+    staged = stage_file(path, f"{secrets.token_urlsafe(32)}\n".encode(), PRIVATE_FILE_MODE)
+    try:
+        os.link(staged.temp, path)
+    except FileExistsError:
+        if not _read_token(path):  # an empty file holds no token: replaced
+            staged.publish()
+    finally:
+        staged.discard()
+    return _read_token(path)
+
+
+def _read_token(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def same_page(request: Request) -> str:
+    """The page asked for without `token=`, as a path on this server: leading slashes collapse to one,
+    so `//evil.example/x` stays here instead of naming another site."""
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+    return "/" + quote(request.scope["path"].lstrip("/"), safe="/") + (f"?{urlencode(rest)}" if rest else "")
 
 
 class CsrfTokens:
@@ -46,8 +91,8 @@ def same_token(given: str | None, expected: str) -> bool:
 
 
 class TokenMiddleware(BaseHTTPMiddleware):
-    """With a token set, every request carries it: `Authorization: Bearer`, the cookie, or `?token=`
-    once (which sets the cookie and redirects to the same page without it in the address)."""
+    """Every request carries the token: `Authorization: Bearer`, the cookie, or `?token=` once (which
+    sets the cookie and redirects to the same page without it in the address)."""
 
     def __init__(self, app, token: str) -> None:
         super().__init__(app)
@@ -59,13 +104,12 @@ class TokenMiddleware(BaseHTTPMiddleware):
         if same_token(bearer, self.token) or same_token(request.cookies.get(TOKEN_COOKIE), self.token):
             return await call_next(request)
         if same_token(request.query_params.get("token"), self.token):
-            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-            response = RedirectResponse(target, status_code=303)
+            response = RedirectResponse(same_page(request), status_code=303)
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict",
                                 secure=request.url.scheme == "https")
             return response
-        return PlainTextResponse("a valid GENQ_UI_TOKEN is required (Authorization: Bearer, or ?token=)", status_code=401)
+        return PlainTextResponse("a valid token is required (GENQ_UI_TOKEN, or GENQ_HOME/ui/token): "
+                                 "Authorization: Bearer, or ?token=", status_code=401)
 
 
 class SecurityHeadersMiddleware(BaseHTTPMiddleware):

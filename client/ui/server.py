@@ -1,13 +1,16 @@
 """`client ui`: bind, print the URL, serve with uvicorn."""
 from __future__ import annotations
 
+import os
 import socket
 import sys
+from urllib.parse import urlencode
 
 import click
 
-from genq.client.ui.app import TOKEN_VARIABLE, make_app, ui_token
-from genq.client.ui.security import LOCAL_NAMES, needs_token
+from genq.client.ui.app import TOKEN_VARIABLE, make_app
+from genq.client.ui.security import LOCAL_NAMES, home_token, this_machine_only, token_file
+from genq.core.config import load_settings
 from genq.core.store.db import SchemaError
 
 EXIT_USAGE = 2
@@ -28,22 +31,37 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(host: str, port: int) -> None:
+    """Every request needs a token, on this machine too: GENQ_UI_TOKEN, or else the home's own
+    (GENQ_HOME/ui/token), which the printed URL carries once."""
     import uvicorn
 
-    token = ui_token()
-    if needs_token(host) and not token:
+    from_variable = os.environ.get(TOKEN_VARIABLE) or None
+    if not this_machine_only(host) and not from_variable:
         click.echo(f"Error: serving on {host} (not this machine only) needs {TOKEN_VARIABLE} set; "
                    "every request must then carry it", err=True)
         raise SystemExit(EXIT_USAGE)
     try:
-        app = make_app(token=token, allowed_hosts=None if needs_token(host) else list(LOCAL_NAMES))
+        settings = load_settings()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        app = make_app(settings, token=from_variable,
+                       allowed_hosts=list(LOCAL_NAMES) if this_machine_only(host) else None)
+        token = from_variable or home_token(settings)  # the one make_app took (made there on first need)
     except (SchemaError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot keep the dashboard's token in {token_file(settings)}: "
+                                   f"{exc.strerror or exc}") from exc
     try:
         sock = bind(host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    click.echo(f"genq ui: {url_of(host, sock.getsockname()[1])}" + (f" (requests need {TOKEN_VARIABLE})" if token else ""))
+    url = url_of(host, sock.getsockname()[1])
+    if from_variable:
+        click.echo(f"genq ui: {url} (requests need {TOKEN_VARIABLE})")
+    else:
+        click.echo(f"genq ui: {url}?{urlencode({'token': token})} (the token is kept in {token_file(settings)})")
     sys.stdout.flush()  # `client up` reads the URL from the log this goes to
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3))
     server.run(sockets=[sock])

@@ -35,7 +35,13 @@ class Ui:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"client ui did not start:\n{self.log.read_text()}")
             time.sleep(0.1)
-        self.url = lines[0].split()[2].rstrip("/")
+        self.printed = lines[0].split()[2]  # with the home's token once, unless GENQ_UI_TOKEN is set
+        self.url = self.printed.split("?")[0].rstrip("/")
+
+    def open_printed_url(self, driver) -> None:
+        """As the user does: the token in the printed URL becomes a cookie, and the address loses it."""
+        driver.get(self.printed)
+        assert "token=" not in driver.current_url and "<h1>Jobs</h1>" in driver.page_source
 
     def stop(self) -> None:
         self.process.terminate()
@@ -126,6 +132,7 @@ def test_an_sd_job_from_the_form_succeeds_live_on_the_jobs_page_and_shows_its_im
     # Given a worker and the dashboard
     genq.start_worker()
     ui = start_ui()
+    ui.open_printed_url(browser)
     # When an sd job whose prompt is markup is submitted from the form
     browser.get(f"{ui.url}/submit?kind=sd")
     fill(browser, "prompt", SCRIPT_PROMPT)
@@ -161,6 +168,7 @@ def test_a_train_vae_job_shows_its_loss_chart_and_a_running_job_is_cancelled_wit
     # Given a finished train-vae job
     genq.start_worker({"GENQ_TORCH_THREADS": "1"})
     ui = start_ui()
+    ui.open_printed_url(browser)
     trained = genq.client_json("submit", "train-vae", *TINY_TRAINING, "--wait", "--timeout", str(WAIT_S))
     assert trained["status"] == "succeeded"
     # Then its page shows the loss chart
@@ -186,13 +194,14 @@ def test_a_train_vae_job_shows_its_loss_chart_and_a_running_job_is_cancelled_wit
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_with_a_token_a_request_without_it_is_refused_and_bad_input_shows_next_to_its_field(genq, start_ui, browser):
     ui = start_ui({"GENQ_UI_TOKEN": "a-long-test-token"})
+    assert "token=" not in ui.printed  # the variable's token is not echoed
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{ui.url}/api/jobs", timeout=10)
     assert refused.value.code == 401
     request = urllib.request.Request(f"{ui.url}/api/jobs", headers={"Authorization": "Bearer a-long-test-token"})
     assert urllib.request.urlopen(request, timeout=10).status == 200
     browser.get(f"{ui.url}/")
-    assert "GENQ_UI_TOKEN is required" in by_css(browser, "body")[0].text
+    assert "a valid token is required" in by_css(browser, "body")[0].text
     shoot(browser, "refused")
     browser.get(f"{ui.url}/submit?kind=sd&token=a-long-test-token")  # sets the cookie, then the page without it
     assert "token=" not in browser.current_url
