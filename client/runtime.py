@@ -12,6 +12,12 @@ from genq.core.store.jobs import JobStore
 from genq.core.store.models import JobRow
 
 
+class BadSettings(click.ClickException):
+    """A GENQ_* value that cannot be used: bad input, one line, exit 2 (no usage hint: it is no option)."""
+
+    exit_code = 2
+
+
 class Runtime:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
@@ -21,7 +27,7 @@ class Runtime:
         try:
             return self._settings or load_settings()
         except ValueError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise BadSettings(str(exc)) from None
 
     @cached_property
     def client(self):

@@ -7,13 +7,18 @@ configured for long GPU jobs (see GUIDE.md, "Pitfalls").
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 import uuid
+from queue import Empty
+from typing import Any, Literal
 
 from celery import Celery
 from kombu.exceptions import OperationalError
+from kombu.transport import redis as kombu_redis
+from pydantic import BaseModel, TypeAdapter, ValidationError, field_validator
 from redis.exceptions import RedisError
 
 from genq.core.config import Settings, load_settings, redact_url
@@ -42,8 +47,10 @@ def make_app(settings: Settings | None = None) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
                                   "priority_steps": PRIORITY_STEPS, "sep": PRIORITY_SEPARATOR},
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a broker outage of any length is waited out, at start and after
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        broker_transport=f"{__name__}:Transport",  # kombu's Redis transport, dropping malformed messages (below)
     )
     app.genq_settings = settings
     return app
@@ -109,7 +116,8 @@ def job_ids_in_broker(app: Celery, queue: str, unacked_for_at_most_s: float | No
     the claim (Redis hands it back only after the visibility timeout)."""
     with app.connection_for_write() as connection:
         client = connection.default_channel.client
-        messages = [json.loads(raw) for key in priority_lists(queue) for raw in client.lrange(key, 0, -1)]
+        messages = [message for key in priority_lists(queue) for raw in client.lrange(key, 0, -1)
+                    if (message := waiting_message(raw)) is not None]
         oldest = None if unacked_for_at_most_s is None else time.time() - unacked_for_at_most_s
         for tag, raw in client.hgetall(UNACKED_KEY).items():
             message, _exchange, routing_key = json.loads(raw)
@@ -122,8 +130,130 @@ def job_ids_in_broker(app: Celery, queue: str, unacked_for_at_most_s: float | No
     return {((message.get("headers") or {}).get("id") or "").split(".")[0] for message in messages}
 
 
+def waiting_message(raw: bytes) -> dict | None:
+    """A message waiting in a queue's list, decoded; None for a malformed one (a worker drops it when it pops it)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    return None if envelope_problem(message) else message
+
+
 def queued_message_count(app: Celery, queue: str) -> int:
     """How many messages wait in `queue` (any priority), not counting delivered ones."""
     with app.connection_for_write() as connection:
         client = connection.default_channel.client
         return sum(client.llen(key) for key in priority_lists(queue))
+
+
+# -- what a worker takes off its queues ------------------------------------------------------------------
+# kombu's Redis transport decodes each message it pops (BRPOP, or RPOP in basic_get) and hands it to
+# Celery; a message that is not JSON, or not the envelope both expect, raised out of the worker's loop
+# and killed it. Anything can be pushed onto a queue's list, so each is checked first: a malformed one
+# is logged and dropped (popping removed it; it was never in the unacknowledged set) and the worker goes on.
+MALFORMED_SHOWN = 200  # characters of a dropped message the log shows
+# What kombu's JSON decoding raises, its type hooks' (dates, decimals, UUIDs) included.
+DECODE_ERRORS = (ValueError, TypeError, ArithmeticError, RecursionError)
+TASK_CALL = TypeAdapter(tuple[list, dict, dict])  # Celery's task protocol 2: the body is (args, kwargs, embed)
+
+
+class _DeliveryInfo(BaseModel):
+    exchange: str
+    routing_key: str
+
+
+class _Properties(BaseModel):
+    delivery_tag: str
+    delivery_info: _DeliveryInfo
+    body_encoding: Literal["base64"]
+
+
+class Envelope(BaseModel):
+    """A message as kombu's Redis transport stores it: what kombu needs to hand it over."""
+
+    body: str
+    properties: _Properties
+    headers: dict[str, Any] | None = None
+
+    @field_validator("body")
+    @classmethod
+    def _base64(cls, body: str) -> str:
+        base64.b64decode(body, validate=True)
+        return body
+
+
+class _TaskHeaders(BaseModel):
+    id: str
+    task: str
+    timelimit: tuple[float | None, float | None] | None = None
+
+
+class TaskCall(BaseModel):
+    """A Celery task call (protocol 2: the message has a `task` header): what Celery needs to take it.
+    Celery deals with the rest itself (an unknown task, a message that is no task call)."""
+
+    headers: _TaskHeaders
+    body: str
+
+    @field_validator("body")
+    @classmethod
+    def _args_kwargs_embed(cls, body: str) -> str:
+        TASK_CALL.validate_json(base64.b64decode(body))
+        return body
+
+
+def envelope_problem(message: Any) -> str | None:
+    """What is wrong with a decoded message, in a few words; None when the worker can take it."""
+    try:
+        envelope = Envelope.model_validate(message)
+        if envelope.headers is not None and "task" in envelope.headers:
+            TaskCall.model_validate(message)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        text = error["msg"].removeprefix("Value error, ")
+        return f"{where}: {text}" if where else text
+    return None
+
+
+def log_dropped(raw: Any, problem: str) -> None:
+    text = raw if isinstance(raw, str) else json.dumps(raw, default=repr)
+    shown = repr(text[:MALFORMED_SHOWN]) + (f"... ({len(text):,} characters)" if len(text) > MALFORMED_SHOWN else "")
+    log.warning("dropped a malformed message (%s): %s", problem, shown)
+
+
+class Channel(kombu_redis.Channel):
+    def _brpop_read(self, **options):
+        delivered = self.connection.delivered
+        try:
+            return super()._brpop_read(**options)
+        except DECODE_ERRORS as exc:
+            if self.connection.delivered != delivered:  # raised by Celery while it had the message: not ours
+                raise
+            log_dropped(getattr(exc, "doc", ""), f"not JSON: {exc}")
+            return True
+
+    def _get(self, queue):
+        try:
+            message = super()._get(queue)
+        except DECODE_ERRORS as exc:
+            log_dropped(getattr(exc, "doc", ""), f"not JSON: {exc}")
+            raise Empty() from None
+        if problem := envelope_problem(message):
+            log_dropped(message, problem)
+            raise Empty()
+        return message
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport (`broker_transport`), whose workers drop malformed messages instead of dying."""
+
+    Channel = Channel
+    delivered = 0  # messages handed to Celery: an error raised after this counted up is Celery's, not the decoding's
+
+    def _deliver(self, message, queue):
+        if problem := envelope_problem(message):
+            log_dropped(message, problem)
+            return
+        self.delivered += 1
+        super()._deliver(message, queue)

@@ -1,6 +1,7 @@
 """Settings from GENQ_* environment variables, with embedded single-machine defaults."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -16,6 +17,7 @@ DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 DEFAULT_VISIBILITY_TIMEOUT_S = 6 * 3600  # above the longest job: Redis redelivers after this
 DEFAULT_HEARTBEAT_INTERVAL_S = 2.0
 DEFAULT_MAX_SWEEP = 1_000
+MAX_SWEEP_CEILING = 1_000_000  # no sweep is larger, confirmed or not: its points are made and checked in memory
 DEFAULT_LEASE_S = 30.0  # a running job's lease; its heartbeat renews it; past it, the job is taken over
 DEFAULT_RECONCILE_INTERVAL_S = 5.0  # how often each worker's reconciler looks for stranded jobs
 DEFAULT_RESEND_AFTER_S = 15.0  # a queued job's wake-up older than this and not in the broker is sent again
@@ -135,14 +137,38 @@ def _broker_url(env: dict[str, str], home: Path) -> str:
     return url_with_password(url, password)
 
 
-def _number(env: dict[str, str], name: str, default: float, cast=float):
+MAX_SECONDS = 366 * 24 * 3600  # no interval, lease, timeout or back-off of genq is longer than a year
+MAX_COUNT = 10**12  # the largest count or budget a setting takes
+
+
+def _number(env: dict[str, str], name: str, default: float, cast=float, low: float = 0, high: float | None = None,
+            *, low_open: bool = False, below: tuple[str, float] | None = None):
+    """The variable `name` as `cast` (float: seconds, int: a count), else `default`: finite, from `low`
+    (above it with `low_open`) to `high` (MAX_SECONDS or MAX_COUNT when None), and below the value of
+    the setting `below` names. ValueError otherwise, one line naming the variable."""
     raw = env.get(name)
-    if raw is None or raw == "":
-        return cast(default)
+    given = raw is not None and raw.strip() != ""
+    if high is None:
+        high = MAX_SECONDS if cast is float else MAX_COUNT
     try:
-        return cast(raw)
+        value = cast(raw) if given else cast(default)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        value = None
+    if cast is float:
+        wanted = f"a finite number of seconds {'>' if low_open else '>='} {low:g}"
+        wanted += f" and below {below[0]} ({below[1]:g})" if below else f" and at most {high:,.0f}"
+    else:
+        wanted = f"an integer from {low:,} to {high:,}"
+    if (value is None or (cast is float and not math.isfinite(value)) or value < low or (low_open and value == low)
+            or value > high or (below is not None and value >= below[1])):
+        got = repr(raw) if given else f"{default:g} (its default)"
+        raise ValueError(f"{name}: must be {wanted}, got {got}")
+    return value
+
+
+def _lease(env: dict[str, str]) -> float:
+    """GENQ_LEASE, else GENQ_STALE_AFTER (its earlier name), else the default."""
+    return _number(env, "GENQ_LEASE", _number(env, "GENQ_STALE_AFTER", DEFAULT_LEASE_S, low_open=True), low_open=True)
 
 
 def check_queue_name(name: str, what: str = "queue") -> str:
@@ -198,23 +224,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         kind_queues=kind_queues,
         worker_queues=worker_queues,
         worker_name=env.get("GENQ_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}",
-        visibility_timeout_s=_number(env, "GENQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S, int),
-        heartbeat_interval_s=_number(env, "GENQ_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL_S),
-        # GENQ_STALE_AFTER is this setting's earlier name
-        lease_s=_number(env, "GENQ_LEASE", _number(env, "GENQ_STALE_AFTER", DEFAULT_LEASE_S)),
-        reconcile_interval_s=_number(env, "GENQ_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL_S),
-        resend_after_s=_number(env, "GENQ_RESEND_AFTER", DEFAULT_RESEND_AFTER_S),
+        visibility_timeout_s=_number(env, "GENQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S, int, 1, MAX_SECONDS),
+        heartbeat_interval_s=_number(env, "GENQ_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL_S, low_open=True,
+                                     below=("GENQ_LEASE", _lease(env))),
+        lease_s=_lease(env),
+        reconcile_interval_s=_number(env, "GENQ_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL_S, low_open=True),
+        resend_after_s=_number(env, "GENQ_RESEND_AFTER", DEFAULT_RESEND_AFTER_S, low_open=True),
         retry_for_s=_number(env, "GENQ_RETRY_FOR", DEFAULT_RETRY_FOR_S),
         retry_backoff_s=_number(env, "GENQ_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF_S),
-        max_attempts=_number(env, "GENQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int),
-        model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int),
+        max_attempts=_number(env, "GENQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int, 1, 1_000),
+        model_cache_size=_number(env, "GENQ_MODEL_CACHE_SIZE", DEFAULT_MODEL_CACHE_SIZE, int, 1, 1_000),
         device=env.get("GENQ_DEVICE") or "auto",
-        torch_threads=_number(env, "GENQ_TORCH_THREADS", 0, int),
-        sd_max_pixels=_number(env, "GENQ_SD_MAX_PIXELS", DEFAULT_SD_MAX_PIXELS, int),
-        sd_max_pixel_steps=_number(env, "GENQ_SD_MAX_PIXEL_STEPS", DEFAULT_SD_MAX_PIXEL_STEPS, int),
+        torch_threads=_number(env, "GENQ_TORCH_THREADS", 0, int, 0, 4_096),
+        sd_max_pixels=_number(env, "GENQ_SD_MAX_PIXELS", DEFAULT_SD_MAX_PIXELS, int, 1),
+        sd_max_pixel_steps=_number(env, "GENQ_SD_MAX_PIXEL_STEPS", DEFAULT_SD_MAX_PIXEL_STEPS, int, 1),
         model_roots=tuple(Path(p).expanduser().absolute() for p in (env.get("GENQ_MODEL_ROOTS") or "").split(os.pathsep) if p),
-        sd_max_batch=max(1, _number(env, "GENQ_SD_MAX_BATCH", DEFAULT_SD_MAX_BATCH, int)),
+        sd_max_batch=_number(env, "GENQ_SD_MAX_BATCH", DEFAULT_SD_MAX_BATCH, int, 1, 1_024),
         sd_compile=_flag(env, "GENQ_SD_COMPILE"),
         preload=env.get("GENQ_PRELOAD") or "",
-        max_sweep=max(1, _number(env, "GENQ_MAX_SWEEP", DEFAULT_MAX_SWEEP, int)),
+        max_sweep=_number(env, "GENQ_MAX_SWEEP", DEFAULT_MAX_SWEEP, int, 1, MAX_SWEEP_CEILING),
     )

@@ -12,7 +12,7 @@ import secrets
 from types import MappingProxyType
 from typing import Annotated, Any, Callable, ClassVar, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from genq.core.config import DEFAULT_PRIORITY, QUEUE_NAME, Settings, load_settings
 
@@ -31,7 +31,30 @@ def job_ref(kind: str, description: str) -> Any:
                  json_schema_extra={"job_kind": kind, "metavar": "JOB"})
 
 
-class RunOptions(BaseModel):
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored as given, in words; None when it can. PostgreSQL keeps no NUL
+    character in text or JSON, and a lone surrogate (from undecodable bytes) has no UTF-8 encoding."""
+    if "\x00" in text:
+        return "must not contain the NUL character (U+0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"must not contain a lone surrogate (U+{ord(text[exc.start]):04X}): it is not valid Unicode text"
+    return None
+
+
+class StoredText(BaseModel):
+    """A model whose text fields are stored: each is refused, by its field's name, when text_problem finds one."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and (problem := text_problem(value)):
+            raise ValueError(problem)
+        return value
+
+
+class RunOptions(StoredText):
     """How a job of any kind is run: its queue and priority, time limit, retries of failed runs, and idempotency."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
@@ -68,7 +91,7 @@ class SpecError(ValueError):
         self.reason, self.field = reason, field
 
 
-class JobParams(BaseModel):
+class JobParams(StoredText):
     """The parameters of one job kind. Subclasses set `kind` and `run_function` ("module:function")."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False,

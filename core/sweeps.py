@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from genq.core.config import MAX_SWEEP_CEILING
+from genq.core.params import text_problem
+
 RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 PROMPT_SEPARATOR = "|"
@@ -91,6 +94,8 @@ def read_prompt_file(path: Path) -> list[dict[str, str]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        if problem := text_problem(line):
+            raise SweepError(f"{path}, line {number}: {problem}")
         prompt, separator, negative = line.partition(PROMPT_SEPARATOR)
         if not prompt.strip():
             raise SweepError(f"{path}, line {number}: no prompt before {PROMPT_SEPARATOR!r}")
@@ -101,14 +106,15 @@ def read_prompt_file(path: Path) -> list[dict[str, str]]:
 
 
 def build(fixed: Mapping[str, Any], swept: Iterable[tuple[str, Sequence[Any]]]) -> Sweep:
-    """A sweep from fixed values and (parameter, values) pairs; a parameter may be given once."""
+    """A sweep from fixed values and (parameter, values) pairs; a parameter may be given once. A range
+    stays a range: its length is known without listing it (check_size)."""
     fixed = {field_name(name): value for name, value in fixed.items() if value is not None}
-    axes: dict[str, list[Any]] = {}
+    axes: dict[str, Sequence[Any]] = {}
     for name, values in swept:
         name = field_name(name)
         if name in axes:
             raise SweepError(f"{name} is swept twice")
-        values = list(values)
+        values = values if isinstance(values, range) else list(values)
         if not values:
             raise SweepError(f"{name}: no values to sweep")
         if name in fixed:
@@ -118,6 +124,10 @@ def build(fixed: Mapping[str, Any], swept: Iterable[tuple[str, Sequence[Any]]]) 
 
 
 def check_size(sweep: Sweep, limit: int, confirmed: bool) -> None:
+    """Before any point is made: past `limit` jobs only when confirmed, never past MAX_SWEEP_CEILING."""
     if sweep.size > limit and not confirmed:
         raise SweepError(f"this sweep is {sweep.size:,} jobs, more than GENQ_MAX_SWEEP ({limit:,}); "
                          "add --yes to submit it anyway")
+    if sweep.size > MAX_SWEEP_CEILING:
+        raise SweepError(f"this sweep is {sweep.size:,} jobs, more than genq submits as one sweep "
+                         f"({MAX_SWEEP_CEILING:,}), even with --yes: split it")

@@ -14,13 +14,15 @@ from genq.client.groups import group_summary, report_figure_png
 from genq.client.render import job_details, job_summary, worker_summary
 from genq.client.ui.figures import metric_chart_png
 from genq.client.ui.metrics import metrics_text
-from genq.client.ui.query_params import job_filter, page_bounds
+from genq.client.ui.query_params import integer, job_filter, page_bounds
+from genq.core.params import text_problem
 from genq.core.reads import JobNotFound, Reads
 from genq.core.store.artifacts import ArtifactNameError, validate_artifact_name
 
 CHUNK = 1 << 16
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 LOG_LINES_PER_ANSWER = 1000
+MAX_LOG_ID = 2**31 - 1  # a log line's id is an INTEGER column
 
 
 def client_of(request: Request):
@@ -32,8 +34,11 @@ def reads_of(request: Request) -> Reads:
 
 
 def find_job(request: Request):
+    ref = request.path_params["job_id"]
+    if text_problem(ref):  # no job has such an id, and the store cannot compare it
+        raise HTTPException(404, "no such job")
     try:
-        return reads_of(request).resolve(request.path_params["job_id"])
+        return reads_of(request).resolve(ref)
     except JobNotFound:
         raise HTTPException(404, "no such job") from None
 
@@ -41,8 +46,11 @@ def find_job(request: Request):
 def find_group(request: Request):
     from genq.api import NotFound
 
+    ref = request.path_params["group_id"]
+    if text_problem(ref):
+        raise HTTPException(404, "no such group")
     try:
-        return client_of(request).group(request.path_params["group_id"])
+        return client_of(request).group(ref)
     except NotFound:
         raise HTTPException(404, "no such group") from None
 
@@ -68,10 +76,7 @@ def job_status_json(request: Request) -> Response:
 
 def job_log_json(request: Request) -> Response:
     job = find_job(request)
-    try:
-        after = int(request.query_params.get("after", 0))
-    except ValueError:
-        raise HTTPException(400, "after must be an integer") from None
+    after = integer(request.query_params, "after", 0, 0, MAX_LOG_ID)
     lines = reads_of(request).logs(job.id, after, limit=LOG_LINES_PER_ANSWER)
     return ascii_json([{"id": line.id, "level": line.level, "message": line.message} for line in lines])
 
@@ -125,7 +130,7 @@ def read_chunks(fd: int):
 def metric_chart(request: Request) -> Response:
     job = find_job(request)
     name = request.path_params["metric"]
-    points = reads_of(request).metric_points(job.id, name)
+    points = [] if text_problem(name) else reads_of(request).metric_points(job.id, name)
     if not points:
         raise HTTPException(404, "no such metric")
     return Response(metric_chart_png(job.id, name, points), media_type="image/png")

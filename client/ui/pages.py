@@ -16,7 +16,7 @@ from genq.client.ui.figures import png_settings
 from genq.client.ui.forms import FieldError, form_fields, parse_form, prefill
 from genq.client.ui.query_params import filter_query, job_filter, page_bounds
 from genq.core.kinds import KINDS
-from genq.core.params import SpecError
+from genq.core.params import SpecError, text_problem
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.states import JobStatus
 
@@ -80,7 +80,7 @@ def submit_page(request: Request) -> Response:
     if kind not in KINDS:
         raise HTTPException(404, "no such kind")
     values: dict[str, str] = {}
-    if (source := request.query_params.get("from")):
+    if (source := request.query_params.get("from")) and not text_problem(source):
         job = reads_of(request).get(source)
         if job is not None and job.kind == kind:
             values = prefill(job.params)

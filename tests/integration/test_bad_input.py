@@ -1,9 +1,14 @@
 """Every bad input through the real CLI: exit 2, one clear line on stderr, and nothing stored."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.conftest import BIN
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +52,20 @@ BAD_SUBMITS = [
     (["sd", "--prompt", "a cat", "--model", "/no/such/model"], ["--model", "no such"]),
     (["sd", "--prompt", "a cat", "--model", "not a model id"], ["--model", "hub model id"]),
     (["sd", "--prompt", "a cat", "--model", "{outside_root}"], ["--model", "GENQ_MODEL_ROOTS"]),
+    # Text no store can keep: a NUL (U+0000) or a lone surrogate (what undecodable bytes of an argument become)
+    (["sd", "--prompt", "a \udcff cat"], ["--prompt", "lone surrogate (U+DCFF)"]),
+    (["sd", "--prompt", "a cat", "--negative", "\udcff"], ["--negative", "lone surrogate"]),
+    (["sd", "--prompt", "a cat", "--model", "org/\udcff"], ["--model", "lone surrogate"]),
+    (["sd", "--prompt", "a cat", "--sweep", "negative=blurry,\udcff"], ["--negative", "lone surrogate"]),
+    (["sd", "--prompt-file", "{nul_prompts}"], ["line 2: must not contain the NUL character (U+0000)"]),
+    (["train-vae", "--idempotency-key", "key-\udcff"], ["--idempotency-key", "lone surrogate"]),
+    (["train-vae", "--queue", "gpu\udcff"], ["queue"]),
+    (["train-vae", "--after", "\udcff"], ["--after", "lone surrogate"]),
+    (["train-vae", "--sweep", "epochs=1,2", "--group-name", "betas \udcff"], ["--group-name", "lone surrogate"]),
+    (["train-vae", "--sweep", "epochs=1,2", "--group-name", "g" * 201], ["--group-name", "at most 200 characters"]),
+    # Measured before it is made: six billion points are refused at once, --yes or not
+    (["train-vae", "--sweep", "seed=1..100000", "--sweep", "train-limit=1..60000", "--yes"],
+     ["6,000,000,000 jobs", "even with --yes"]),
 ]
 
 
@@ -67,7 +86,9 @@ def test_bad_input_is_refused_with_one_line_and_nothing_stored(genq, tmp_path, t
     genq.env["GENQ_MODEL_ROOTS"] = str(roots)
     stored = count_jobs(genq)
     assert stored == 2
-    values = {"{job}": job[:8], "{sd_job}": sd_job[:8], "{outside_root}": str(outside)}
+    nul_prompts = tmp_path / "prompts.txt"
+    nul_prompts.write_text("a red bicycle\na \x00 lighthouse\n")
+    values = {"{job}": job[:8], "{sd_job}": sd_job[:8], "{outside_root}": str(outside), "{nul_prompts}": str(nul_prompts)}
 
     cases = [([values.get(arg, arg) for arg in args], words) for args, words in BAD_SUBMITS]
     with ThreadPoolExecutor(max_workers=2) as pool:  # one client process per case, two at a time
@@ -105,3 +126,22 @@ def test_the_worker_checks_model_roots_again(genq, tiny_model, tmp_path):
     assert final["status"] == "failed"
     assert "GENQ_MODEL_ROOTS" in final["error"] and "\n" not in final["error"]
     assert genq.client_json("artifacts", job) == []
+
+
+@pytest.mark.parametrize("variable, value, says", [
+    ("GENQ_LEASE", "inf", "GENQ_LEASE: must be a finite number of seconds > 0 and at most 31,622,400, got 'inf'"),
+    ("GENQ_RETRY_FOR", "nan", "GENQ_RETRY_FOR: must be a finite number of seconds >= 0"),
+    ("GENQ_HEARTBEAT_INTERVAL", "0", "GENQ_HEARTBEAT_INTERVAL: must be a finite number of seconds > 0 and below GENQ_LEASE (30)"),
+])
+def test_a_bad_setting_is_one_line_from_the_client_and_the_worker(tmp_path, variable, value, says):
+    env = {**os.environ, "GENQ_HOME": str(tmp_path), variable: value}
+    commands = [([str(BIN / "client"), "config"], 2, "Error: "),
+                ([str(BIN / "client"), "submit", "train-vae", "--epochs", "1"], 2, "Error: "),
+                ([str(BIN / "genq-worker")], 1, "genq-worker: "),  # said once by the supervisor, no worker started
+                ([sys.executable, "-m", "genq.worker.child"], 78, "genq-worker: ")]  # one worker, as the supervisor runs it
+    for command, code, prefix in commands:
+        result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == code, (command, result.stderr)
+        assert result.stderr.startswith(prefix + says) and result.stderr.count("\n") == 1, (command, result.stderr)
+        assert result.stdout == "", command
+    assert not (tmp_path / "genq.sqlite3").exists()  # nothing was made either

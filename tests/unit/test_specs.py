@@ -11,7 +11,7 @@ from genq.core.kinds.interpolate import Interpolate
 from genq.core.kinds.sample_vae import SampleVAE
 from genq.core.kinds.sd import SD
 from genq.core.kinds.train_vae import TrainVAE
-from genq.core.params import MAX_SEED, SpecError, parse
+from genq.core.params import MAX_SEED, JobParams, SpecError, parse
 
 
 def test_train_defaults_are_the_seed_configuration():
@@ -154,3 +154,90 @@ def test_settings_defaults_live_under_genq_home(tmp_path):
 def test_settings_refuse_a_non_number():
     with pytest.raises(ValueError, match="GENQ_HEARTBEAT_INTERVAL"):
         load_settings({"GENQ_HEARTBEAT_INTERVAL": "soon"})
+
+
+class Note(JobParams):
+    """A kind declared outside genq, as a plugin declares one."""
+
+    kind = "note"
+    run_function = "genq_note:run"
+    text: str
+    tag: str | None = None
+
+
+NUL = "must not contain the NUL character (U+0000)"
+SURROGATE = "must not contain a lone surrogate (U+DCFF): it is not valid Unicode text"
+
+
+@pytest.mark.parametrize("cls, params, message", [
+    (SD, {"prompt": "a \x00 cat"}, f"prompt: {NUL}"),
+    (SD, {"prompt": "a \udcff cat"}, f"prompt: {SURROGATE}"),
+    (SD, {"prompt": "a cat", "negative": "\x00"}, f"negative: {NUL}"),
+    (SD, {"prompt": "a cat", "model": "org/na\x00me"}, f"model: {NUL}"),
+    (Interpolate, {"model": "abcd\x00"}, f"model: {NUL}"),
+    (SampleVAE, {"model": "\udcff"}, f"model: {SURROGATE}"),
+    (Note, {"text": "hi\x00"}, f"text: {NUL}"),
+    (Note, {"text": "hi", "tag": "\udcff"}, f"tag: {SURROGATE}"),
+])
+def test_text_no_store_can_keep_is_refused_in_every_text_field_of_every_kind(cls, params, message):
+    with pytest.raises(SpecError) as caught:
+        parse(cls, params)
+    assert str(caught.value) == message
+
+
+def test_the_run_options_and_the_group_name_refuse_it_through_the_python_api(tmp_path):
+    from genq.api import Client
+
+    client = Client(load_settings({"GENQ_HOME": str(tmp_path)}))  # refused before the store is opened
+    for call, message in [
+        (lambda: client.submit("train-vae", idempotency_key="nightly\x00"), f"idempotency-key: {NUL}"),
+        (lambda: client.submit("train-vae", after="\udcff"), f"after: {SURROGATE}"),
+        (lambda: client.submit("train-vae", queue="gpu\x00"), "queue: queue 'gpu\\x00' must be 1-64 letters"),
+        (lambda: client.sweep("train-vae", epochs=[1, 2], name="betas\x00"), f"group-name: {NUL}"),
+        (lambda: client.sweep("train-vae", epochs=[1, 2], name="g" * 201), "group-name: must be at most 200 characters"),
+        (lambda: client.sweep("sd", prompt=["a cat", "a \x00 dog"]), f"sweep point prompt=a \x00 dog: prompt: {NUL}"),
+    ]:
+        with pytest.raises(SpecError) as caught:
+            call()
+        assert str(caught.value).startswith(message)
+    assert not (tmp_path / "genq.sqlite3").exists()
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"GENQ_RETRY_FOR": "nan"}, "GENQ_RETRY_FOR: must be a finite number of seconds >= 0 and at most 31,622,400, got 'nan'"),
+    ({"GENQ_LEASE": "inf"}, "GENQ_LEASE: must be a finite number of seconds > 0 and at most 31,622,400, got 'inf'"),
+    ({"GENQ_LEASE": "0"}, "GENQ_LEASE: must be a finite number of seconds > 0"),
+    ({"GENQ_STALE_AFTER": "-5"}, "GENQ_STALE_AFTER: must be a finite number of seconds > 0"),
+    ({"GENQ_HEARTBEAT_INTERVAL": "0"}, "GENQ_HEARTBEAT_INTERVAL: must be a finite number of seconds > 0 and below "
+                                       "GENQ_LEASE (30), got '0'"),
+    ({"GENQ_HEARTBEAT_INTERVAL": "30"}, "GENQ_HEARTBEAT_INTERVAL: must be a finite number of seconds > 0 and below "
+                                        "GENQ_LEASE (30), got '30'"),
+    ({"GENQ_LEASE": "1"}, "GENQ_HEARTBEAT_INTERVAL: must be a finite number of seconds > 0 and below GENQ_LEASE (1), "
+                          "got 2 (its default)"),
+    ({"GENQ_RECONCILE_INTERVAL": "0"}, "GENQ_RECONCILE_INTERVAL: must be a finite number of seconds > 0"),
+    ({"GENQ_RESEND_AFTER": "-1"}, "GENQ_RESEND_AFTER: must be"),
+    ({"GENQ_RETRY_BACKOFF": "1e400"}, "GENQ_RETRY_BACKOFF: must be"),
+    ({"GENQ_VISIBILITY_TIMEOUT": "0"}, "GENQ_VISIBILITY_TIMEOUT: must be an integer from 1 to 31,622,400, got '0'"),
+    ({"GENQ_MAX_ATTEMPTS": "0"}, "GENQ_MAX_ATTEMPTS: must be an integer from 1 to 1,000, got '0'"),
+    ({"GENQ_MAX_ATTEMPTS": "2.5"}, "GENQ_MAX_ATTEMPTS: must be an integer"),
+    ({"GENQ_MODEL_CACHE_SIZE": "0"}, "GENQ_MODEL_CACHE_SIZE: must be an integer from 1"),
+    ({"GENQ_TORCH_THREADS": "-1"}, "GENQ_TORCH_THREADS: must be an integer from 0"),
+    ({"GENQ_SD_MAX_PIXELS": "0"}, "GENQ_SD_MAX_PIXELS: must be an integer from 1"),
+    ({"GENQ_SD_MAX_PIXEL_STEPS": "nan"}, "GENQ_SD_MAX_PIXEL_STEPS: must be an integer"),
+    ({"GENQ_SD_MAX_BATCH": "0"}, "GENQ_SD_MAX_BATCH: must be an integer from 1 to 1,024"),
+    ({"GENQ_MAX_SWEEP": "0"}, "GENQ_MAX_SWEEP: must be an integer from 1 to 1,000,000"),
+    ({"GENQ_MAX_SWEEP": "1000001"}, "GENQ_MAX_SWEEP: must be an integer from 1 to 1,000,000"),
+])
+def test_every_numeric_setting_is_checked_at_load_in_one_line_naming_it(env, says):
+    with pytest.raises(ValueError) as caught:
+        load_settings(env)
+    assert str(caught.value).startswith(says) and "\n" not in str(caught.value)
+
+
+def test_numeric_settings_in_range_are_taken_as_given():
+    settings = load_settings({"GENQ_LEASE": "1.5", "GENQ_HEARTBEAT_INTERVAL": "0.5", "GENQ_RETRY_FOR": "0",
+                              "GENQ_RETRY_BACKOFF": "0", "GENQ_TORCH_THREADS": "0", "GENQ_MAX_SWEEP": "1000000",
+                              "GENQ_VISIBILITY_TIMEOUT": " 60 "})
+    assert (settings.lease_s, settings.heartbeat_interval_s, settings.retry_for_s, settings.retry_backoff_s) == (1.5, 0.5, 0, 0)
+    assert (settings.torch_threads, settings.max_sweep, settings.visibility_timeout_s) == (0, 1_000_000, 60)
+    assert load_settings({"GENQ_STALE_AFTER": "6"}).lease_s == 6.0  # the lease's earlier name

@@ -172,7 +172,8 @@ def test_genq_worker_refuses_bad_options_in_one_line_with_exit_2(args, message):
 
 def test_genq_worker_refuses_a_bad_setting_once_with_exit_1_instead_of_restarting_workers():
     result = run_worker_command("--processes", "2", env={"GENQ_LEASE": "soon"})
-    assert (result.returncode, result.stderr) == (1, "genq-worker: GENQ_LEASE must be a number, got 'soon'\n")
+    assert (result.returncode, result.stderr) == (
+        1, "genq-worker: GENQ_LEASE: must be a finite number of seconds > 0 and at most 31,622,400, got 'soon'\n")
 
 
 def test_genq_worker_help_explains_the_options_and_the_signals():

@@ -74,3 +74,34 @@ def test_a_sweep_above_the_limit_needs_confirming():
         sweeps.check_size(sweep, 10, confirmed=False)
     sweeps.check_size(sweep, 10, confirmed=True)
     sweeps.check_size(sweep, 11, confirmed=False)
+
+
+def test_a_sweep_is_measured_before_anything_is_expanded():
+    # 10**12 points: listing the range alone would be 8 TB; its length is known without listing it
+    sweep = sweeps.build({}, [("seed", range(10**12)), ("beta", [0.5, 1])])
+    assert sweep.size == 2 * 10**12
+    with pytest.raises(SweepError, match="2,000,000,000,000 jobs, more than GENQ_MAX_SWEEP"):
+        sweeps.check_size(sweep, 1000, confirmed=False)
+    with pytest.raises(SweepError, match=f"more than genq submits as one sweep \\({sweeps.MAX_SWEEP_CEILING:,}\\), even with --yes"):
+        sweeps.check_size(sweep, 1000, confirmed=True)
+    sweeps.check_size(sweeps.build({}, [("seed", range(sweeps.MAX_SWEEP_CEILING))]), 10, confirmed=True)
+
+
+def test_the_python_api_refuses_a_huge_range_at_once(tmp_path):
+    from genq.api import Client
+    from genq.core.config import load_settings
+    from genq.core.params import SpecError
+
+    client = Client(load_settings({"GENQ_HOME": str(tmp_path)}))  # refused before the store is opened
+    with pytest.raises(SpecError, match="1,000,000,000,000 jobs, more than GENQ_MAX_SWEEP \\(1,000\\)"):
+        client.sweep("train-vae", seed=range(10**12))
+    with pytest.raises(SpecError, match="even with --yes"):
+        client.sweep("train-vae", seed=range(10**12), confirm=True)
+    assert not (tmp_path / "genq.sqlite3").exists()
+
+
+def test_a_prompt_file_line_with_a_nul_is_refused_with_its_number(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red bicycle\n# a comment\na light\x00house | blurry\n")
+    with pytest.raises(SweepError, match="prompts.txt, line 3: must not contain the NUL character \\(U\\+0000\\)"):
+        sweeps.read_prompt_file(path)

@@ -47,10 +47,25 @@ def add_artifact(settings, store: JobStore, job_id: str, name: str, data: bytes,
         session.commit()
 
 
-def browser(settings, token: str | None = None) -> TestClient:
+def dashboard(settings, token: str | None = None) -> TestClient:
+    """The dashboard in process, not signed in: every request needs `token` (default: the home's)."""
     from genq.client.ui.app import make_app
 
     return TestClient(make_app(settings, token=token))
+
+
+def home_token(settings) -> str:
+    from genq.client.ui.security import token_file
+
+    return token_file(settings).read_text().strip()
+
+
+def browser(settings) -> TestClient:
+    """The dashboard as its owner opens it: the home's token (GENQ_HOME/ui/token) given once as `?token=`,
+    as in the URL `client ui` prints, which leaves the cookie."""
+    web = dashboard(settings)
+    assert web.get("/", params={"token": home_token(settings)}).status_code == 200
+    return web
 
 
 def csrf_of(html: str) -> str:
@@ -105,7 +120,7 @@ def test_jobs_are_filtered_and_paginated(installation):
 
 def test_a_token_is_required_on_every_request_when_set(installation):
     settings, store = installation
-    web = browser(settings, token="s3cret")
+    web = dashboard(settings, token="s3cret")
     assert web.get("/").status_code == 401
     assert web.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert web.get("/api/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -114,6 +129,59 @@ def test_a_token_is_required_on_every_request_when_set(installation):
     cookie = first.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     assert web.get("/workers").status_code == 200  # the cookie carries it from now on
+
+
+def test_without_the_token_nothing_is_read_or_changed_on_this_machine_either(installation):
+    settings, store = installation
+    job = add_job(store)
+    web = dashboard(settings)  # no GENQ_UI_TOKEN: the home's own token is required
+    for path in ("/", "/api/jobs", f"/api/jobs/{job.id}", "/submit?kind=train-vae", "/metrics", "/workers"):
+        response = web.get(path)
+        assert response.status_code == 401, path
+        assert job.id not in response.text and "csrf_token" not in response.text, path
+    assert web.post(f"/jobs/{job.id}/cancel", data={"csrf_token": "0" * 64}).status_code == 401
+    assert web.post("/submit", data={"csrf_token": "0" * 64, "kind": "train-vae", "epochs": "1"}).status_code == 401
+    assert [j.id for j in store.list(limit=10)] == [job.id] and store.get(job.id).status == "queued"
+
+
+def test_the_homes_token_is_made_private_on_first_need_and_reused(installation):
+    from genq.client.ui.security import token_file
+
+    settings, _ = installation
+    path = token_file(settings)
+    assert not path.exists()
+    dashboard(settings)
+    token = home_token(settings)
+    assert len(token) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    dashboard(settings)
+    assert home_token(settings) == token
+    assert dashboard(settings).get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_genq_ui_token_wins_over_the_homes_token(installation, monkeypatch):
+    from genq.client.ui.security import token_file
+
+    settings, _ = installation
+    dashboard(settings)
+    from_file = home_token(settings)
+    monkeypatch.setenv("GENQ_UI_TOKEN", "from-the-variable")
+    web = dashboard(settings)
+    assert web.get("/api/jobs", headers={"Authorization": "Bearer from-the-variable"}).status_code == 200
+    assert web.get("/api/jobs", headers={"Authorization": f"Bearer {from_file}"}).status_code == 401
+    assert token_file(settings).read_text().strip() == from_file
+
+
+def test_the_redirect_after_the_token_stays_on_this_server(installation):
+    settings, _ = installation
+    web = dashboard(settings, token="s3cret")
+    for asked, target in (("//evil.example/x?token=s3cret&a=b", "/evil.example/x?a=b"),
+                          ("///evil.example?token=s3cret", "/evil.example"),
+                          ("/%5Cevil.example?token=s3cret", "/%5Cevil.example"),
+                          ("/jobs/a%20b?token=s3cret", "/jobs/a%20b")):
+        web.cookies.clear()
+        response = web.get(f"http://testserver{asked}", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == target, asked
 
 
 def test_posts_without_the_csrf_token_are_refused(installation):
@@ -248,8 +316,9 @@ def test_bound_to_this_machine_it_answers_only_to_its_own_host_names(installatio
 
     settings, _ = installation
     web = TestClient(make_app(settings, allowed_hosts=list(LOCAL_NAMES)), base_url="http://127.0.0.1:8265")
-    assert web.get("/").status_code == 200
-    assert web.get("/", headers={"Host": "evil.example:8265"}).status_code == 400
+    owner = {"Authorization": f"Bearer {home_token(settings)}"}
+    assert web.get("/", headers=owner).status_code == 200
+    assert web.get("/", headers={**owner, "Host": "evil.example:8265"}).status_code == 400
 
 
 def test_the_log_api_gives_the_lines_after_the_last_one_seen(installation):
@@ -263,3 +332,60 @@ def test_the_log_api_gives_the_lines_after_the_last_one_seen(installation):
     assert [line["message"] for line in web.get(f"/api/jobs/{job.id}/log", params={"after": lines[1]["id"]}).json()] == ["line 2 <b>"]
     page = web.get(f"/jobs/{job.id}").text
     assert "line 2 &lt;b&gt;" in page and f'data-after="{lines[-1]["id"]}"' in page
+
+
+OWNER_TOKEN = "owner-token"
+
+
+@pytest.fixture
+def on_both_stores(database_url, tmp_path):
+    """The dashboard over SQLite and PostgreSQL (which keeps no NUL and compares only BIGINTs), signed in."""
+    from genq.client.ui.app import make_app
+
+    settings = load_settings({"GENQ_HOME": str(tmp_path), "GENQ_DATABASE_URL": database_url,
+                              "GENQ_BROKER_URL": "redis://127.0.0.1:6379/0"})
+    store = JobStore(session_factory(make_engine(database_url)), settings.queue_for)
+    web = TestClient(make_app(settings, token=OWNER_TOKEN), headers={"Authorization": f"Bearer {OWNER_TOKEN}"})
+    return web, store
+
+
+def test_text_the_store_cannot_keep_is_a_400_on_the_form_and_never_a_500(on_both_stores):
+    web, store = on_both_stores
+    job = add_job(store)
+    token = csrf_of(web.get("/submit?kind=sd").text)
+    for field, text, says in (("prompt", "a \x00 cat", "must not contain the NUL character (U+0000)"),
+                              ("negative", "\x00", "must not contain the NUL character (U+0000)"),
+                              ("queue", "gpu\x00", "must be 1-64 letters")):
+        form = {"csrf_token": token, "kind": "sd", "prompt": "a cat", field: text}
+        response = web.post("/submit", data=form, follow_redirects=False)
+        assert response.status_code == 400, field
+        assert re.search(fr'id="error-{field}">[^<]*{re.escape(says)}', response.text), field
+    assert [j.id for j in store.list(limit=10)] == [job.id]
+    for path, name in (("/?prompt=a%00b", "prompt"), ("/api/jobs?prompt=%00", "prompt"), ("/api/jobs?kind=x%00", "kind"),
+                       ("/api/jobs?group=%00", "group")):
+        response = web.get(path)
+        assert (response.status_code, response.text) == (400, f"{name}: must not contain the NUL character (U+0000)"), path
+    for path in ("/jobs/%00", "/api/jobs/%00", f"/api/jobs/{job.id[:4]}%00/log", "/groups/%00",
+                 f"/jobs/{job.id}/charts/%00.png"):
+        assert web.get(path).status_code == 404, path
+    assert web.get("/submit?kind=train-vae&from=%00").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["page=99999999999999999999", "page=1000001", "page=0", "page=-1", "page=two",
+                                   "page=1.5", "limit=99999999999999999999", "limit=0", "limit=201", "limit=%00"])
+def test_a_page_out_of_range_is_a_400(on_both_stores, query):
+    web, _ = on_both_stores
+    for path in ("/", "/api/jobs"):
+        response = web.get(f"{path}?{query}")
+        assert response.status_code == 400 and query.split("=")[0] in response.text, (path, response.text)
+
+
+def test_a_log_position_out_of_range_is_a_400(on_both_stores):
+    web, store = on_both_stores
+    job = add_job(store)
+    store.append_log(job.id, "info", "line 0")
+    for after in ("99999999999999999999", str(2**31), "-1", "x", "1e3"):
+        response = web.get(f"/api/jobs/{job.id}/log", params={"after": after})
+        assert response.status_code == 400 and "after must be an integer from 0 to" in response.text, after
+    assert web.get(f"/api/jobs/{job.id}/log", params={"after": str(2**31 - 1)}).json() == []
+    assert [line["message"] for line in web.get(f"/api/jobs/{job.id}/log", params={"after": "0"}).json()] == ["line 0"]
