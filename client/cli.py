@@ -16,7 +16,7 @@ from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
 from genq.client.visible import visible
 from genq.client.waiting import wait_for
-from genq.core.config import load_settings, redact_url
+from genq.core.config import redact_url
 from genq.core.kinds import KINDS
 from genq.core.polling import poll_until
 from genq.core.reads import JobFilter
@@ -154,9 +154,10 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
     def print_new_lines() -> JobRow:
         nonlocal last_id
         now = rt.reads.get(found.id)  # read before the lines: every line of a job seen finished is printed
-        for line in rt.reads.logs(found.id, after_id=last_id):
-            click.echo(visible(f"{line.at:%H:%M:%S} {line.level:<7} ") + visible(line.message, multiline=True))
-            last_id = line.id
+        while page := rt.reads.logs(found.id, after_id=last_id):
+            for line in page:
+                click.echo(visible(f"{line.at:%H:%M:%S} {line.level:<7} ") + visible(line.message, multiline=True))
+            last_id = page[-1].id
         return now
 
     poll_until(print_new_lines, lambda now: not follow or JobStatus(now.status).finished, timeout=None)
@@ -205,7 +206,7 @@ def upgrade() -> None:
     """Create or migrate the database to this version's schema (Alembic)."""
     from genq.core.store.db import upgrade as run_upgrade
 
-    settings = load_settings()
+    settings = Runtime().settings
     try:
         before, after = run_upgrade(settings.database_url)
     except Exception as exc:
@@ -217,7 +218,7 @@ def upgrade() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def config(as_json: bool) -> None:
     """Print the settings in force (GENQ_* variables and their defaults)."""
-    described = load_settings().describe()
+    described = Runtime().settings.describe()
     if as_json:
         echo_json(described)
         return
@@ -234,7 +235,7 @@ def up() -> None:
     """
     from genq.core.store.db import upgrade as run_upgrade
 
-    settings = load_settings()
+    settings = Runtime().settings
     local.ensure_home(settings)
     run_upgrade(settings.database_url)
     try:
@@ -251,7 +252,7 @@ def down() -> None:
 
     Only the processes `client up` recorded are signalled: a pid now used by another process is left alone.
     """
-    settings = load_settings()
+    settings = Runtime().settings
     click.echo(local.stop(settings, "ui"))
     click.echo(local.stop(settings, "worker"))
     click.echo(local.stop(settings, "broker"))
@@ -265,9 +266,13 @@ def down() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True, help="0: a free port.")
 def ui(host: str, port: int) -> None:
     """Serve the web dashboard (jobs, a job's charts and pictures, groups, workers, a submit form,
-    /api JSON and /metrics) over this installation's store, and print its URL."""
+    /api JSON and /metrics) over this installation's store, and print its URL.
+
+    Every request must carry a token, on this machine too: GENQ_UI_TOKEN when set, else this home's
+    (GENQ_HOME/ui/token, 0600, made on first need), which the printed URL carries once."""
     from genq.client.ui.server import serve
 
+    Runtime().settings  # a bad GENQ_* value: one line, before the server starts
     serve(host, port)
 
 

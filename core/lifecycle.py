@@ -158,10 +158,12 @@ class Lifecycle:
             retrying(lambda: self.store.mark_sent(job_ids), retry_for_s, "recording sends")
 
     # -- claim ------------------------------------------------------------------------------
-    def claim(self, job_id: str, worker: str, device: str | None = None) -> JobRow | None:
-        """queued (and due) -> running for `worker` with a fresh lease, in one statement that returns
-        the claimed row (its `attempts` is this run's attempt); None when it is not claimable now."""
-        return self.store.claim(job_id, worker, self.settings.lease_s, device)
+    def claim(self, job_id: str, worker: str, device: str | None = None,
+              queues: Sequence[str] | None = None) -> JobRow | None:
+        """queued (and due, and on one of `queues` when given) -> running for `worker` with a fresh
+        lease, in one statement that returns the claimed row (its `attempts` is this run's attempt);
+        None when it is not claimable now."""
+        return self.store.claim(job_id, worker, self.settings.lease_s, device, queues=queues)
 
     def claim_companions(self, first: JobRow, queues: tuple[str, ...], worker: str, device: str | None,
                          take: Callable[[JobRow], bool]) -> list[tuple[str, int]]:
@@ -173,7 +175,8 @@ class Lifecycle:
                publish_file: Callable[[], None] | None = None) -> None:
         """A run's progress, metric points and log lines, and an artifact when given, in one transaction;
         RunSuperseded when the run no longer holds the job (nothing is written)."""
-        self.store.record(job_id, attempt, writes, stored, publish_file)
+        self.store.record(job_id, attempt, writes, stored, publish_file,
+                          before_commit=lambda: fault_point("inside-write", job_id))
 
     def record_log(self, job_id: str, level: str, message: str, attempt: int) -> None:
         self.record(job_id, attempt, RunWrites(logs=[(level, message, utcnow())]))
@@ -192,10 +195,19 @@ class Lifecycle:
         """The run's final transition with its last pending writes (retried through a database blip,
         the result kept in memory), then the jobs that waited for it. False when the run no longer
         held the job: nothing was recorded."""
-        def record() -> None:
-            self.store.finish(job_id, attempt, outcome.status, worker, outcome.reason, outcome.values, writes)
+        def record(outcome: Outcome, only_if=None) -> None:
+            retrying(lambda: self.store.finish(job_id, attempt, outcome.status, worker, outcome.reason, outcome.values,
+                                               writes, only_if), self.settings.retry_for_s,
+                     f"recording the end of job {job_id}")
         try:
-            retrying(record, self.settings.retry_for_s, f"recording the end of job {job_id}")
+            if outcome.status is JobStatus.QUEUED:  # a retry, unless a cancel was asked meanwhile: the cancel wins
+                try:
+                    record(outcome, only_if=JobRow.cancel_requested.is_not(True))
+                except TransitionError:
+                    outcome = self.cancelled_instead(outcome)
+                    record(outcome)
+            else:
+                record(outcome)
         except TransitionError as exc:
             log.warning("job %s finished on this worker but was no longer its (%s)", job_id, exc)
             return False
@@ -205,6 +217,13 @@ class Lifecycle:
         fault_point("after-finish", job_id)
         self.release_dependents(job_id, worker, self.settings.retry_for_s)
         return True
+
+    @staticmethod
+    def cancelled_instead(retry: Outcome) -> Outcome:
+        """A failed run whose job was asked to stop: cancelled, its failure kept as the reason."""
+        failure = retry.values.get("error")
+        reason = f"cancelled by request (its run had failed: {failure})"
+        return Outcome(JobStatus.CANCELLED, {"error": "cancelled by request", "progress_message": "cancelled"}, reason)
 
     # -- take over ---------------------------------------------------------------------------
     def take_over(self, job: JobRow, worker: str) -> JobStatus | None:

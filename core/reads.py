@@ -16,11 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from genq.core.kinds import kind_class
+from genq.core.params import text_problem
 from genq.core.store.models import ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric
 from genq.core.store.states import JobStatus
 from genq.core.store.workers import WorkerView, worker_registry
 
 MIN_ID_PREFIX = 4
+LOG_PAGE = 1_000  # log lines read at a time
 FINISHED = tuple(s.value for s in JobStatus if s.finished)
 
 
@@ -99,6 +101,8 @@ class Reads:
     def resolve(self, ref: str) -> JobRow:
         """A full job id or a unique prefix of at least MIN_ID_PREFIX characters (matched literally)."""
         ref = ref.strip().lower()
+        if text_problem(ref):
+            raise JobNotFound(f"no job {ref!r}")
         job = self.get(ref)
         if job is not None:
             return job
@@ -160,11 +164,12 @@ class Reads:
                 .order_by(Metric.step))]
 
     # -- logs ---------------------------------------------------------------------------
-    def logs(self, job_id: str, after_id: int = 0, limit: int | None = None) -> list[JobLog]:
-        """The job's log lines after line `after_id`, oldest first."""
-        query = select(JobLog).where(JobLog.job_id == job_id, JobLog.id > after_id).order_by(JobLog.id)
+    def logs(self, job_id: str, after_id: int = 0, limit: int = LOG_PAGE) -> list[JobLog]:
+        """The job's log lines after line `after_id`, oldest first, at most `limit` of them (a page:
+        the next one starts after the last line's id)."""
+        query = select(JobLog).where(JobLog.job_id == job_id, JobLog.id > after_id).order_by(JobLog.id).limit(limit)
         with self.sessions() as session:
-            return list(session.scalars(query if limit is None else query.limit(limit)))
+            return list(session.scalars(query))
 
     def log_tail(self, job_id: str, count: int) -> list[JobLog]:
         """The job's last `count` log lines, oldest first."""
@@ -190,6 +195,8 @@ class Reads:
     def resolve_group(self, ref: str) -> GroupRow:
         """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest of that name)."""
         ref = ref.strip()
+        if text_problem(ref):
+            raise GroupNotFound(f"no group {ref!r}")
         if group := self.group(ref.lower()):
             return group
         with self.sessions() as session:

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from genq.core import sweeps
 from genq.core.config import DEFAULT_PRIORITY, Settings, check_queue_name, load_settings
 from genq.core.kinds import kind_class
-from genq.core.params import JobParams, RunOptions, SpecError, parse, spec_error
+from genq.core.params import JobParams, RunOptions, SpecError, parse, spec_error, text_problem
 from genq.core.polling import StillWaiting, poll_until
 from genq.core.reads import GroupNotFound, JobFilter, JobNotFound, Reads, swept_names
 from genq.core.store import models
@@ -35,6 +35,7 @@ __all__ = ["Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError",
 
 OPEN_RETRY_S = 10.0  # a database restarting is back within this; a wrong URL should not keep the caller waiting
 SWEEPABLE = (list, tuple, range)  # in Client.sweep, a value of these types is swept; anything else is fixed
+MAX_GROUP_NAME_CHARS = 200  # what the store keeps of a group's name
 
 
 class SweepPointError(SpecError):
@@ -66,7 +67,7 @@ class Client:
         from genq.core.retry import retrying
         from genq.core.store.db import check_schema, make_engine, session_factory
 
-        engine = make_engine(self.settings.database_url)
+        engine = make_engine(self.settings.database_url, self.settings.lease_s)
         retrying(lambda: check_schema(engine), min(self.settings.retry_for_s, OPEN_RETRY_S), "opening the store")
         return JobStore(session_factory(engine), self.settings.queue_for)
 
@@ -102,7 +103,7 @@ class Client:
         """One job per point of the product of the list, tuple and range values (in the order given);
         other values are the same for every job. `confirm` allows more than GENQ_MAX_SWEEP jobs."""
         fixed = {key: value for key, value in params.items() if not isinstance(value, SWEEPABLE)}
-        swept = [(key, list(value)) for key, value in params.items() if isinstance(value, SWEEPABLE)]
+        swept = [(key, value) for key, value in params.items() if isinstance(value, SWEEPABLE)]
         try:
             sweep = sweeps.build(fixed, swept)
         except sweeps.SweepError as exc:
@@ -117,6 +118,10 @@ class Client:
             raise SpecError("applies to one job, not to a sweep", "idempotency_key")
         if name is not None and not name.strip():
             raise SpecError("give the group a name, or no --group-name at all", "group_name")
+        if name is not None and (problem := text_problem(name)):
+            raise SpecError(problem, "group_name")
+        if name is not None and len(name.strip()) > MAX_GROUP_NAME_CHARS:
+            raise SpecError(f"must be at most {MAX_GROUP_NAME_CHARS} characters, got {len(name.strip())}", "group_name")
         try:
             sweeps.check_size(sweep, self.settings.max_sweep, confirm)
         except sweeps.SweepError as exc:
@@ -143,9 +148,11 @@ class Client:
             if waits_for is not None and waits_for != ref:
                 raise SpecError(f"must be the {field} job for this kind (it already waits for it)", "after")
             params, waits_for = params.replace(**{field: ref}), ref
-        return PlannedJob(params.with_seed(), waits_for, {})
+        return PlannedJob(params, waits_for, {})  # a seed not given is chosen when the job is stored
 
     def _resolve(self, ref: str, field: str, required_kind: str | None = None) -> str:
+        if problem := text_problem(ref):
+            raise SpecError(problem, field)
         try:
             job = self.reads.resolve(ref)
         except LookupError as exc:
@@ -288,7 +295,12 @@ class Job:
         return Artifact(row.name, path, row.media_type, row.size, row.sha256)
 
     def logs(self) -> list[str]:
-        return [line.message for line in self.client.reads.logs(self.id)]
+        """Every log line of the job, oldest first (read a page at a time)."""
+        lines, after = [], 0
+        while page := self.client.reads.logs(self.id, after_id=after):
+            lines += [line.message for line in page]
+            after = page[-1].id
+        return lines
 
     def cancel(self) -> str:
         """Ask the job to stop (a queued one never runs, and what waits for it fails); what happened, in words."""

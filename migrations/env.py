@@ -14,7 +14,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    engine = make_engine(config.get_main_option("sqlalchemy.url"), lease_s=None)  # no statement timeout
     try:
         with engine.connect() as connection:
             context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

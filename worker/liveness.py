@@ -91,11 +91,31 @@ class Reconciler(BackgroundLoop):
         self.reconcile()
 
     def reconcile(self) -> None:
-        for job in self.store.expired_leases():
-            self.lifecycle.take_over(job, self.me)
-        for job in self.store.waiting_on_finished():
-            self.lifecycle.release_if_ready(job, self.me)
-        self.resend_lost()
+        """One pass. Each repair is on its own: a job whose row stays locked, or a blip, costs that
+        one job this pass, never the rest of the pass."""
+        for job in self._each(self.store.expired_leases, "read expired leases"):
+            self._repair(lambda: self.lifecycle.take_over(job, self.me), f"take over job {job.id}")
+        for job in self._each(self.store.waiting_on_finished, "read the waiting jobs"):
+            self._repair(lambda: self.lifecycle.release_if_ready(job, self.me), f"release job {job.id}")
+        self._repair(self.resend_lost, "re-send lost wake-ups")
+
+    def _repair(self, action, what: str) -> None:
+        try:
+            action()
+        except Exception as exc:
+            self._skipped(what, exc)
+
+    def _each(self, read, what: str) -> list:
+        try:
+            return read()
+        except Exception as exc:
+            self._skipped(what, exc)
+            return []
+
+    @staticmethod
+    def _skipped(what: str, exc: Exception) -> None:
+        log.warning("reconciler: could not %s (%s: %s); next pass", what, type(exc).__name__,
+                    " ".join(str(exc).split())[:200])
 
     def resend_lost(self) -> None:
         """Re-send queued jobs whose wake-up was lost, without flooding a long legitimate backlog.

@@ -1,7 +1,9 @@
 """This worker's row in the registry: who it is, what it runs, and that it is still alive.
 
 Registered when Celery says the worker is ready, marked seen every GENQ_HEARTBEAT_INTERVAL by a thread,
-marked `stopped` on a warm shutdown. A worker killed outright just stops being seen and reads as
+marked `stopped` on a warm shutdown (when the database cannot be reached then, the row's id is kept in
+a private file of GENQ_HOME and the next worker of this home to register marks it `stopped`).
+A worker killed outright just stops being seen and reads as
 `lost` once the lease has passed (genq.core.store.workers).
 """
 from __future__ import annotations
@@ -11,14 +13,17 @@ import os
 import platform
 import socket
 import threading
+from pathlib import Path
 from importlib import metadata
 
 from genq.core.config import Settings
+from genq.core.retry import retrying
 from genq.core.store.workers import WorkerIdentity, WorkerRegistry
 from genq.worker.loop import BackgroundLoop
 
 log = logging.getLogger("genq.presence")
 VERSIONED = ("genq", "torch", "diffusers", "transformers", "celery")
+STOP_RETRY_S = 5.0  # how long a stopping worker tries to record it
 
 
 def device_label(device: str) -> str:
@@ -59,9 +64,10 @@ class Presence(BackgroundLoop):
 
     name = "presence"
 
-    def __init__(self, registry: WorkerRegistry, interval_s: float) -> None:
+    def __init__(self, registry: WorkerRegistry, interval_s: float, unrecorded_stops: Path | None = None) -> None:
         super().__init__(interval_s)
         self.registry = registry
+        self.unrecorded_stops = unrecorded_stops  # ids of rows whose clean stop could not be written
         self.row_id: str | None = None
         self.identity: WorkerIdentity | None = None
         self._lock = threading.Lock()
@@ -79,6 +85,7 @@ class Presence(BackgroundLoop):
         self.row_id = self._safely(lambda: self.registry.register(identity), "register")
         if self.row_id:
             log.info("registered as %s (%s) on queues %s", identity.name, identity.device, ",".join(identity.queues))
+            self._record_earlier_stops()
 
     def busy(self, job_id: str) -> None:
         with self._lock:
@@ -94,8 +101,39 @@ class Presence(BackgroundLoop):
     def stop(self, wait: bool = False) -> None:
         super().stop(wait=True)
         self._write_changes()
-        if self.row_id:
-            self._safely(lambda: self.registry.stopped(self.row_id), "mark stopped")
+        if self.row_id and not self._mark_stopped(self.row_id) and self.unrecorded_stops is not None:
+            self._keep_for_later(self.row_id)
+
+    def _mark_stopped(self, row_id: str) -> bool:
+        try:
+            retrying(lambda: self.registry.stopped(row_id), STOP_RETRY_S, "marking this worker stopped")
+            return True
+        except Exception as exc:
+            log.warning("worker registry: could not mark stopped (%s)", type(exc).__name__)
+            return False
+
+    def _keep_for_later(self, row_id: str) -> None:
+        """The database is away as this worker stops: the next worker of this home writes the stop."""
+        self.unrecorded_stops.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.unrecorded_stops, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{row_id}\n".encode())
+        finally:
+            os.close(fd)
+        log.warning("could not mark this worker stopped; the next worker of this home will")
+
+    def _record_earlier_stops(self) -> None:
+        if self.unrecorded_stops is None or not self.unrecorded_stops.exists():
+            return
+        taken = self.unrecorded_stops.with_name(f"{self.unrecorded_stops.name}.{os.getpid()}")
+        try:
+            os.rename(self.unrecorded_stops, taken)  # one registering worker takes them
+        except FileNotFoundError:
+            return
+        for row_id in taken.read_text().split():
+            if self._safely(lambda: self.registry.stopped(row_id, now=False), "mark an earlier run stopped") is None:
+                self._keep_for_later(row_id)
+        taken.unlink()
 
     def tick(self) -> None:
         if self.row_id is None:

@@ -8,6 +8,7 @@ with the run's end, or by the run's heartbeat when the run itself writes nothing
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 from genq.core.cache import ModelCache
 from genq.core.context import JobCancelled
 from genq.core.lifecycle import Lifecycle
-from genq.core.retry import retrying
+from genq.core.params import text_problem
+from genq.core.retry import is_transient, retrying
 from genq.core.store.artifacts import ArtifactStore, validate_artifact_name
 from genq.core.store.jobs import RunSuperseded, RunWrites
 from genq.core.store.models import utcnow
@@ -27,8 +29,23 @@ log = logging.getLogger("genq.job")
 FLUSH_EVERY_S = 0.25
 
 
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """Text a run reports, as the store can keep it: a NUL or a lone surrogate becomes U+FFFD."""
+    if text_problem(text) is None:
+        return text
+    return UNSTORABLE.sub("\ufffd", text)
+
+
 class JobSuperseded(JobCancelled):
     """This run lost its job (its lease expired and the job was taken over, or it ended elsewhere)."""
+
+
+class StoreLost(JobCancelled):
+    """The run's writes could not reach the store for GENQ_RETRY_FOR: the run stops, records nothing,
+    and leaves its job to be taken over once its lease has passed (an outage is not the job's failure)."""
 
 
 class TimeLimitExceeded(JobCancelled):
@@ -64,10 +81,15 @@ class RunContext:
         except RunSuperseded as exc:
             self._heartbeat.superseded.set()
             raise JobSuperseded(str(exc)) from None
+        except Exception as exc:
+            if is_transient(exc):
+                raise StoreLost(f"{what} of job {self.job_id}: the store did not answer for "
+                                f"{self._retry_for_s:g}s ({type(exc).__name__})") from exc
+            raise
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         with self._writing:
-            self._pending.progress = (done, total, message)
+            self._pending.progress = (done, total, storable(message))
         self._flush_if_due()
 
     def metric(self, step: int, name: str, value: float) -> None:
@@ -123,7 +145,7 @@ class RunContext:
 
     def log(self, message: str, level: str = "info") -> None:
         with self._writing:
-            self._pending.logs.append((level, message, utcnow()))
+            self._pending.logs.append((level, storable(message), utcnow()))
         self._flush_if_due()
         log.log(logging.getLevelName(level.upper()), "[%s] %s", self.job_id[:8], message)
 
@@ -140,4 +162,10 @@ class RunContext:
 
     def _read(self, action, what: str):
         """A read of the store, retried through a database blip like every write."""
-        return retrying(action, self._retry_for_s, f"{what} of job {self.job_id}")
+        try:
+            return retrying(action, self._retry_for_s, f"{what} of job {self.job_id}")
+        except Exception as exc:
+            if is_transient(exc):
+                raise StoreLost(f"{what} of job {self.job_id}: the store did not answer for "
+                                f"{self._retry_for_s:g}s ({type(exc).__name__})") from exc
+            raise

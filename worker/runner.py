@@ -24,7 +24,7 @@ from genq.core.store.models import JobRow
 from genq.core.store.states import JobStatus
 from genq.worker.liveness import Heartbeat
 from genq.worker.presence import Presence, device_label
-from genq.worker.run_context import JobSuperseded, RunContext, TimeLimitExceeded
+from genq.worker.run_context import JobSuperseded, RunContext, StoreLost, TimeLimitExceeded
 
 log = logging.getLogger("genq.worker")
 
@@ -97,8 +97,8 @@ class JobRunner:
     def _claim(self, job_id: str, where: str) -> JobRow | None:
         """The claimed job's row, or None when this delivery is to be dropped. The usual case is one
         statement (the claim); the job is read only when the claim fails, to learn why."""
-        me = self.me
-        job = self.lifecycle.claim(job_id, me, where)
+        me, queues = self.me, self.settings.worker_queues
+        job = self.lifecycle.claim(job_id, me, where, queues)
         if job is not None:
             return job
         job = self.store.get(job_id)
@@ -110,11 +110,14 @@ class JobRunner:
                 log.info("job %s is running on %s: message dropped (its lease is live, or it ended)",
                          job_id, job.worker_host)
                 return None
-            job = self.lifecycle.claim(job_id, me, where)
+            job = self.lifecycle.claim(job_id, me, where, queues)
             if job is None:
                 log.info("job %s was claimed by another delivery", job_id)
             return job
-        if job.status == JobStatus.QUEUED.value:
+        if job.status == JobStatus.QUEUED.value and job.queue not in queues:
+            log.warning("job %s is for queue %s, which this worker does not consume: message dropped (the "
+                        "reconciler sends it to its queue)", job_id, job.queue)
+        elif job.status == JobStatus.QUEUED.value:
             log.info("job %s retries later, or another delivery claimed it: message dropped", job_id)
         else:
             log.info("job %s is %s: message dropped", job_id, job.status)
@@ -222,6 +225,9 @@ class JobRunner:
         (nothing of it is recorded)."""
         if isinstance(result, JobSuperseded):
             log.warning("job %s: %s", job.id, result)
+            return None
+        if isinstance(result, StoreLost):
+            log.warning("job %s: %s; the run stops and the job is taken over once its lease passes", job.id, result)
             return None
         if isinstance(result, TimeLimitExceeded):
             outcome = Outcome(JobStatus.FAILED, {"error": str(result)}, str(result))

@@ -13,7 +13,7 @@ from genq.core.config import Settings, load_settings
 from genq.core.lifecycle import Lifecycle
 from genq.core.retry import is_transient
 from genq.core.store.artifacts import ArtifactStore
-from genq.core.store.db import check_schema, make_engine, session_factory
+from genq.core.store.db import StoreUnreachable, check_schema, make_engine, session_factory
 from genq.core.store.jobs import JobStore
 from genq.core.store.workers import worker_registry
 from genq.worker.liveness import Reconciler
@@ -22,16 +22,35 @@ from genq.worker.runner import JobRunner, prepare_torch
 
 log = logging.getLogger("genq.worker")
 REQUEUE_PAUSE_S = 1.0  # before handing back a message whose job could not be read (database down)
+FIRST_WAIT_S, LONGEST_WAIT_S = 1.0, 30.0  # back-off while waiting for the database at start
+
+
+def wait_for_the_store(engine, settings: Settings) -> None:
+    """Check the schema, waiting with back-off for as long as the database does not answer: an outage
+    at start is waited out (and said in the log), a wrong schema (SchemaError) is raised at once."""
+    delay, since = FIRST_WAIT_S, time.monotonic()
+    while True:
+        try:
+            check_schema(engine)
+        except StoreUnreachable as exc:
+            log.warning("%s; waiting %.0f s (%.0f s so far)", exc, delay, time.monotonic() - since)
+            time.sleep(delay)
+            delay = min(delay * 2, LONGEST_WAIT_S)
+            continue
+        if time.monotonic() - since > FIRST_WAIT_S:
+            log.info("the database answers again after %.0f s", time.monotonic() - since)
+        return
 
 
 def build_runner(app: Celery, settings: Settings) -> JobRunner:
-    engine = make_engine(settings.database_url)
-    check_schema(engine)
+    engine = make_engine(settings.database_url, settings.lease_s)
+    wait_for_the_store(engine, settings)
     sessions = session_factory(engine)
     lifecycle = Lifecycle(JobStore(sessions, settings.queue_for), settings, app)
     return JobRunner(settings=settings, lifecycle=lifecycle, artifacts=ArtifactStore(settings.artifact_root),
                      cache=ModelCache(settings.model_cache_size),
-                     presence=Presence(worker_registry(sessions), settings.heartbeat_interval_s))
+                     presence=Presence(worker_registry(sessions), settings.heartbeat_interval_s,
+                                       settings.home / "run" / "unrecorded-worker-stops"))
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
@@ -42,6 +61,11 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(self, job_id: str) -> None:
+        from genq.core.params import MAX_JOB_ID_LENGTH, short_repr
+
+        if not (isinstance(job_id, str) and 0 < len(job_id) <= MAX_JOB_ID_LENGTH and job_id.isprintable()):
+            log.warning("dropped a message whose argument is not a job id: %s", short_repr(job_id, 200))
+            return
         try:
             runner.execute(job_id)
         except Exception as exc:

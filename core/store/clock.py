@@ -34,6 +34,25 @@ def _sqlite(element, compiler, **kw) -> str:
     return f"strftime('%Y-%m-%d %H:%M:%f', 'now', {compiler.process(element.clauses, **kw)} || ' seconds')"
 
 
+class db_clock_now(FunctionElement):
+    """The database's wall clock when the statement runs (PostgreSQL's now() is its transaction's
+    start): when an event really happened, even if its transaction first waited on a lock."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+    name = "db_clock_now"
+
+
+@compiles(db_clock_now)
+def _postgresql_clock(element, compiler, **kw) -> str:
+    return "clock_timestamp()"
+
+
+@compiles(db_clock_now, "sqlite")
+def _sqlite_clock(element, compiler, **kw) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
 def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None

@@ -1,4 +1,12 @@
-"""Engines, sessions and the schema check: every command refuses an un-migrated database."""
+"""Engines, sessions and the schema check: every command refuses an un-migrated database.
+
+No wait on the database outlives its use. On PostgreSQL every session has a lock timeout, a
+statement timeout and an idle-in-transaction timeout, all shorter than a job's lease: a process
+paused inside a transaction (SIGSTOP, a stalled VM) has that transaction ended by the server and its
+row locks freed, so a takeover is delayed by seconds, not held off for as long as the pause. A
+timeout is an OperationalError, retried as a transient failure. On SQLite, writers wait at most the
+busy timeout; a paused writer there holds the file's lock until it resumes or dies.
+"""
 from __future__ import annotations
 
 import os
@@ -10,12 +18,26 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_LEASE_S = 30.0  # genq.core.config's default lease, when an engine is made without settings
 SQLITE_FILE_MODE = 0o600  # the store is private to its user; SQLite gives -wal/-shm the main file's mode
 SQLITE_DIR_MODE = 0o700
 
 
 class SchemaError(RuntimeError):
-    """The database is not at the schema this version of genq expects."""
+    """The database is not at the schema this version of genq expects: starting again cannot help."""
+
+
+class StoreUnreachable(ConnectionError):
+    """The database did not answer (down, restarting, unreachable): transient, worth waiting for."""
+
+
+def session_timeouts_ms(lease_s: float) -> dict[str, int]:
+    """PostgreSQL's per-session bounds for a fleet whose leases last `lease_s`: a lock is waited for at
+    most a quarter of it, a statement runs at most half of it, and a transaction left idle (its
+    process paused) is ended after half of it, so a takeover at lease expiry finds the row free."""
+    lease_ms = max(int(lease_s * 1000), 4_000)
+    return {"lock_timeout": lease_ms // 4, "statement_timeout": lease_ms // 2,
+            "idle_in_transaction_session_timeout": lease_ms // 2}
 
 
 def normalize_url(url: str) -> str:
@@ -26,7 +48,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, lease_s: float | None = DEFAULT_LEASE_S) -> Engine:
+    """An engine for `url`; on PostgreSQL its sessions have the timeouts of `lease_s` (None: none, for
+    migrations, whose statements may take long on a big table)."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -43,7 +67,10 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = {}
+    if lease_s is not None and parsed.get_backend_name() == "postgresql":
+        connect_args["options"] = " ".join(f"-c {name}={ms}" for name, ms in session_timeouts_ms(lease_s).items())
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _create_private_sqlite_file(path: Path) -> None:
@@ -88,11 +115,17 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def check_schema(engine: Engine) -> None:
+    """SchemaError when the database is not at this version's schema (or cannot be used at all: bad
+    credentials, no such database); StoreUnreachable when it did not answer, which may pass."""
+    from genq.core.retry import is_transient
+
     url = engine.url.render_as_string(hide_password=True)
     try:
         current = current_revision(engine)
-    except Exception as exc:  # unreachable server, bad credentials, ...
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if is_transient(exc) and not refused_for_good(exc):
+            raise StoreUnreachable(f"the database at {url} did not answer: {reason}") from exc
         raise SchemaError(f"cannot open the database at {url}: {reason}") from exc
     head = head_revision(str(engine.url))
     if current is None:
@@ -101,11 +134,18 @@ def check_schema(engine: Engine) -> None:
         raise SchemaError(f"the database at {url} is at revision {current}, this genq needs {head}: run `client db upgrade`")
 
 
+def refused_for_good(error: BaseException) -> bool:
+    """A database that answered and said no (bad password, no such database or role): not an outage."""
+    text = str(error).lower()
+    return any(words in text for words in ("password authentication failed", "does not exist",
+                                           "no password supplied", "permission denied", "unable to open database"))
+
+
 def upgrade(url: str) -> tuple[str | None, str]:
     """Apply all migrations; returns (revision before, revision after)."""
     from alembic import command
 
-    engine = make_engine(url)
+    engine = make_engine(url, lease_s=None)
     try:
         before = current_revision(engine)
     finally:

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.core.config import DEFAULT_QUEUE
-from genq.core.params import JobParams, RunOptions
+from genq.core.params import JobParams, RunOptions, SpecError
 from genq.core.reads import JobFilter, JobNotFound, Reads
 from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
@@ -72,10 +72,12 @@ class JobStore:
     def create(self, spec: JobParams, depends_on: str | None = None, options: RunOptions | None = None) -> JobRow:
         """Insert a job: `waiting` when it depends on another job, else `queued` (its send time starts
         now, by the database's clock, so a wake-up lost before it was sent is re-sent). With an
-        idempotency key already used, the existing job is returned instead (`job.created` False)."""
+        idempotency key already used, the existing job is returned instead (`job.created` False), if it
+        is the same job: the same kind and parameters (a seed not given takes the existing job's);
+        else SpecError naming it. A seed not given is chosen here, once the job is new."""
         options = options or RunOptions()
         if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
-            return existing
+            return same_job_or_refuse(existing, spec)
         job = JobRow(**self.new_row(spec, depends_on, options), last_sent_at=None if depends_on else db_now_plus(0))
         try:
             with self.sessions() as session:
@@ -85,14 +87,16 @@ class JobStore:
                 session.commit()
         except IntegrityError:
             if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
-                return existing  # the same key submitted at the same moment elsewhere
+                return same_job_or_refuse(existing, spec)  # the same key submitted at the same moment elsewhere
             raise
         created = self.get(job.id)
         created.created = True
         return created
 
     def new_row(self, spec: JobParams, depends_on: str | None, options: RunOptions, **values: Any) -> dict[str, Any]:
-        """A new job's column values: `waiting` when it depends on another job, else `queued`."""
+        """A new job's column values: `waiting` when it depends on another job, else `queued`; its seed
+        chosen when none was given, so the job records what it runs with."""
+        spec = spec.with_seed()
         status = JobStatus.WAITING if depends_on else JobStatus.QUEUED
         return dict(id=str(uuid.uuid4()), kind=spec.kind, status=status.value, params=spec.to_json(),
                     attempts=0, depends_on=depends_on, cancel_requested=False, submitted_at=utcnow(),
@@ -142,15 +146,17 @@ class JobStore:
 
     # -- runs: claim, lease, fenced writes ---------------------------------------------
     def claim(self, job_id: str, worker: str, lease_s: float, device: str | None = None,
-              reason: str = "claimed") -> JobRow | None:
+              reason: str = "claimed", queues: Sequence[str] | None = None) -> JobRow | None:
         """queued (and due: past a retry's back-off) -> running for this worker with a fresh lease, in one
         UPDATE ... RETURNING: the claimed row (its `attempts` is the new attempt), or None when the job
         is not queued and due (another delivery claimed it, or it retries later)."""
-        due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
+        claimable = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
+        if queues is not None:
+            claimable = claimable & JobRow.queue.in_(list(queues))
         with self.sessions() as session:
             try:
                 return transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
-                                  reason=reason, values={"lease_until": db_now_plus(lease_s)}, only_if=due,
+                                  reason=reason, values={"lease_until": db_now_plus(lease_s)}, only_if=claimable,
                                   returning=True)
             except TransitionError:
                 return None
@@ -199,10 +205,15 @@ class JobStore:
         return Beat(holds_lease=cancel is not None, cancel_requested=bool(cancel))
 
     def expired_leases(self, limit: int = 100) -> list[JobRow]:
-        """Running jobs whose lease has passed by the database's clock."""
+        """Running jobs whose lease has passed by the database's clock. On PostgreSQL a row locked by
+        another transaction (its run paused inside a write) is skipped, not waited for: the server ends
+        that transaction within its idle timeout, and a later pass takes the job over."""
+        query = select(JobRow).where(JobRow.status == JobStatus.RUNNING.value,
+                                     JobRow.lease_until < db_now_plus(0)).limit(limit)
         with self.sessions() as session:
-            return list(session.scalars(select(JobRow).where(JobRow.status == JobStatus.RUNNING.value,
-                                                          JobRow.lease_until < db_now_plus(0)).limit(limit)))
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            return list(session.scalars(query))
 
     def lease_expired(self, job_id: str) -> bool:
         with self.sessions() as session:
@@ -281,10 +292,10 @@ class JobStore:
         self.record(job_id, attempt, RunWrites(), stored, publish)
 
     def record(self, job_id: str, attempt: int, writes: RunWrites, stored: StoredFile | None = None,
-               publish=None) -> None:
+               publish=None, before_commit=None) -> None:
         """A run's pending writes and, when given, an artifact, in one transaction fenced by the attempt.
         `publish()` (putting the artifact's file in place) runs inside it, so a superseded run can
-        neither index nor publish."""
+        neither index nor publish; so does `before_commit()`."""
         with self.sessions() as session:
             self._fence(session, job_id, attempt, writes.progress_values())
             self._add_writes(session, job_id, attempt, writes)
@@ -295,16 +306,18 @@ class JobStore:
                                             "relative_path": stored.relative_path, "media_type": stored.media_type,
                                             "size": stored.size, "sha256": stored.sha256, "created_at": utcnow()},
                         keys=("job_id", "name"))
+            if before_commit is not None:
+                before_commit()
             session.commit()
 
     def finish(self, job_id: str, attempt: int, to: JobStatus, worker: str, reason: str | None,
-               values: dict[str, Any], writes: RunWrites | None = None) -> None:
+               values: dict[str, Any], writes: RunWrites | None = None, only_if: Any = None) -> None:
         """A run's final transition with its last pending writes, in one transaction; TransitionError
-        (nothing written) when the run no longer holds the job."""
+        (nothing written) when the run no longer holds the job, or `only_if` does not hold."""
         writes = writes or RunWrites()
         with self.sessions() as session:
             transition(session, job_id, JobStatus.RUNNING, to, worker=worker, reason=reason, expected_attempts=attempt,
-                       values={**writes.progress_values(), **values}, commit=False)
+                       values={**writes.progress_values(), **values}, only_if=only_if, commit=False)
             self._add_writes(session, job_id, attempt, writes)
             session.commit()
 
@@ -338,6 +351,18 @@ class JobStore:
 
     def events(self, job_id: str) -> list[JobEvent]:
         return self.reads.events(job_id)
+
+
+def same_job_or_refuse(existing: JobRow, spec: JobParams) -> JobRow:
+    """The job an idempotency key created, when `spec` asks for that same job; else SpecError."""
+    wanted = spec.to_json()
+    if "seed" in wanted and wanted["seed"] is None:
+        wanted["seed"] = existing.params.get("seed")
+    if existing.kind != spec.kind or existing.params != wanted:
+        what = f"a {existing.kind} job" if existing.kind != spec.kind else "other parameters"
+        raise SpecError(f"was used for job {existing.id}, with {what}: give another key, or the same "
+                        "parameters to get that job", "idempotency_key")
+    return existing
 
 
 def submitted_event(job: JobRow) -> JobEvent:

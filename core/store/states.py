@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from genq.core.store.clock import db_now_plus
-from genq.core.store.models import JobRow, JobEvent, utcnow
+from genq.core.store.clock import db_clock_now, db_now_plus
+from genq.core.store.models import JobRow, JobEvent
 
 
 class JobStatus(str, Enum):
@@ -66,7 +66,7 @@ def transition(
     """
     if to not in ALLOWED[expected]:
         raise TransitionError(f"illegal transition {expected.value} -> {to.value} for job {job_id}")
-    now = utcnow()
+    now = db_clock_now()  # when the UPDATE runs (after any wait for the row), not when Python got here
     changes: dict[str, Any] = {"status": to.value, **(values or {})}
     if to is JobStatus.RUNNING:
         changes.update(started_at=now, heartbeat_at=db_now_plus(0), worker_host=worker, attempts=JobRow.attempts + 1)

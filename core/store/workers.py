@@ -84,8 +84,11 @@ class WorkerRegistry:
                      jobs_done=Worker.jobs_done + finished_jobs)
         return True
 
-    def stopped(self, row_id: str) -> None:
-        self._update(row_id, state=WorkerState.STOPPED.value, current_job=None, last_seen=db_now_plus(0))
+    def stopped(self, row_id: str, now: bool = True) -> bool:
+        """Stopped cleanly; `now` False: it stopped earlier, when this could not be written (its last_seen stays)."""
+        values = {"last_seen": db_now_plus(0)} if now else {}
+        self._update(row_id, state=WorkerState.STOPPED.value, current_job=None, **values)
+        return True
 
     def _update(self, row_id: str, **values: Any) -> None:
         with self.sessions() as session:

@@ -37,7 +37,19 @@ def test_a_failing_job_runs_again_as_often_as_asked_then_fails(genq, tiny_model,
 def test_the_same_idempotency_key_returns_the_same_job(genq):
     genq.client("db", "upgrade")
     first = genq.client("submit", "train-vae", "--epochs", "1", "--idempotency-key", "nightly-42").stdout.strip()
-    again = genq.client("submit", "train-vae", "--epochs", "3", "--idempotency-key", "nightly-42").stdout.strip()
+    # The same job asked again (its seed, chosen the first time, is not given either): that job
+    again = genq.client("submit", "train-vae", "--epochs", "1", "--idempotency-key", "nightly-42").stdout.strip()
     assert again == first and len(genq.store().list()) == 1
     other = genq.client("submit", "train-vae", "--epochs", "1", "--idempotency-key", "nightly-43").stdout.strip()
     assert other != first
+
+
+def test_an_idempotency_key_reused_for_another_job_is_refused_in_one_line_naming_the_first(genq):
+    genq.client("db", "upgrade")
+    first = genq.client("submit", "train-vae", "--epochs", "1", "--idempotency-key", "nightly-44").stdout.strip()
+    for other in (["train-vae", "--epochs", "3"], ["sample-vae", "--model", first]):
+        refused = genq.client("submit", *other, "--idempotency-key", "nightly-44", check=False)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith(f"Error: --idempotency-key: was used for job {first}, with ")
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert [job.id for job in genq.store().list()] == [first]

@@ -27,7 +27,7 @@ from genq.core.cache import ModelCache
 from genq.core.config import Settings, load_settings
 from genq.core.kinds import KINDS
 from genq.core.kinds.sd import SD
-from genq.core.params import JobParams, parse
+from genq.core.params import JobParams, RunOptions, parse
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.clock import as_utc, db_now_plus
 from genq.core.store.db import make_engine, session_factory
@@ -227,6 +227,53 @@ def test_a_job_whose_kind_is_not_installed_on_the_worker_fails_with_one_line_nam
     assert done.status == "failed" and "\n" not in done.error
     assert done.error.startswith("job kind 'not-installed-here' is not installed on this worker (installed: ")
     assert "probe" in done.error and RUNS == []
+
+
+def test_a_message_for_a_job_of_another_queue_is_not_run_by_a_worker_that_does_not_consume_it(rig):
+    # Given a queued job of a queue this worker does not consume, whose wake-up reached it anyway
+    job = rig.store.create(Probe(), options=RunOptions(queue="elsewhere"))
+
+    # When the delivery reaches the runner
+    rig.runner.execute(job.id)
+
+    # Then the job is not run here: it stays queued for a worker of its own queue
+    assert rig.store.get(job.id).status == "queued" and RUNS == []
+
+
+def test_a_cancel_asked_while_a_run_fails_wins_over_the_failures_retry(rig):
+    # Given a job with retries left whose run fails after a cancel was asked for it
+    def cancelled_then_failed(ctx) -> dict:
+        rig.store.request_cancel(ctx.job_id)
+        raise RuntimeError("out of memory")
+
+    HOOKS["cancel-then-fail"] = cancelled_then_failed
+    job = rig.store.create(Probe(tag="cancel-then-fail"), options=RunOptions(retries=2))
+
+    # When it runs
+    rig.runner.execute(job.id)
+
+    # Then it ends cancelled (not queued for a retry), its failure kept in the reason
+    done = rig.store.get(job.id)
+    assert (done.status, done.failed_runs, done.error) == ("cancelled", 0, "cancelled by request")
+    assert "out of memory" in rig.store.events(job.id)[-1].reason
+
+
+def test_text_a_run_reports_that_the_store_cannot_keep_is_kept_with_a_replacement_character(rig):
+    # Given a run whose log line and progress message carry a NUL and a lone surrogate (bytes it decoded badly)
+    def unstorable(ctx) -> dict:
+        ctx.log("read \x00 from \udcff")
+        ctx.progress(1, 1, "step\x00done")
+        return {}
+
+    HOOKS["unstorable"] = unstorable
+    job = rig.store.create(Probe(tag="unstorable"))
+
+    # When it runs (on PostgreSQL such text would make every write of the run fail)
+    rig.runner.execute(job.id)
+
+    # Then the job succeeded and the text is kept, each bad character shown as U+FFFD
+    assert rig.store.get(job.id).status == "succeeded"
+    assert [line.message for line in rig.store.logs(job.id)] == ["read \ufffd from \ufffd"]
 
 
 def test_a_duplicate_delivery_of_a_job_running_under_a_live_lease_is_dropped(rig):
