@@ -171,6 +171,8 @@ class JobRunner:
 
         def take(candidate) -> bool:
             nonlocal room
+            if room <= 0:
+                return False  # full: the rest are not even read
             try:
                 params = params_from_json(candidate.kind, candidate.params, self.settings)
             except Exception:
