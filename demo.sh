@@ -25,5 +25,7 @@ $client show "$model"
 for job in "$model" "$interpolation" "$samples"; do
   echo; echo "artifacts of $job:"; $client artifacts "$job"
 done
-echo; echo "the dashboard (the ui: URL printed above) shows these jobs with their pictures"
+home=$($client config --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["home"])')
+echo; echo "the store, logs and artifacts are in $home (the artifacts in $home/artifacts/<job id>/)"
+echo "the dashboard (the ui: URL printed above) shows these jobs with their pictures"
 echo "the broker, worker and dashboard keep running; stop them with: $client down"

@@ -10,8 +10,8 @@ import click
 from genq.client import local
 from genq.client.download import DownloadRefused, download_artifacts
 from genq.client.groups import group_command, group_summary, wait_for_group
-from genq.client.render import (artifact_summary, echo_json, job_details, job_summary, show_text, status_line,
-                                worker_summary, workers_table)
+from genq.client.render import (artifact_summary, echo_json, job_details, job_summary, jobs_table, show_text,
+                                status_line, worker_summary, workers_table)
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
 from genq.client.visible import visible
@@ -94,8 +94,10 @@ def list_jobs(rt: Runtime, status_filter, kind, group_ref, limit, as_json) -> No
     if as_json:
         echo_json([job_summary(j) for j in jobs])
         return
-    for job in jobs:
-        click.echo(visible(f"{job.id}  {job.kind:<11} {job.status:<9} {job.submitted_at:%Y-%m-%d %H:%M:%S}"))
+    names = {}
+    for gid in dict.fromkeys(job.group_id for job in jobs if job.group_id):
+        names[gid] = group.name if (group := rt.reads.group(gid)) is not None else None
+    click.echo(jobs_table(jobs, names))
 
 
 @cli.command()

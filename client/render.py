@@ -11,6 +11,7 @@ from genq.client.visible import visible
 from genq.core.reads import Reads, Run
 from genq.core.store.clock import as_utc
 from genq.core.store.models import JobRow
+from genq.core.store.states import JobStatus
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -139,6 +140,49 @@ def workers_table(summaries: list[dict[str, Any]]) -> str:
         lines.append(f"{w['name']:<24} {w['state']:<8} {device[:26]:<26} {w['jobs_done']:>5} "
                      f"{_age(w['uptime_s']):>8}  {job}")
     return "\n".join(visible(line) for line in lines)
+
+
+GROUP_CELL = 20  # a group's name is cut to this many characters in `client list`
+
+
+def group_label(group_id: str | None, name: str | None) -> str:
+    """A job's group in `client list`: its name, else the first 8 characters of its id, else "-"."""
+    if group_id is None:
+        return "-"
+    if not name:
+        return group_id[:8]
+    name = visible(name)
+    return name if len(name) <= GROUP_CELL else name[:GROUP_CELL - 1] + "…"
+
+
+def run_time(job: JobRow, now: datetime | None = None) -> str:
+    """How long a job ran: so far while running, its run when finished, "-" before it ran (queued,
+    waiting, or ended without running)."""
+    status = JobStatus(job.status)
+    started = as_utc(job.started_at)
+    if started is None or not (status is JobStatus.RUNNING or status.finished):
+        return "-"
+    end = as_utc(job.finished_at) if status.finished else (now or datetime.now(timezone.utc))
+    if end is None:
+        return "-"
+    seconds = max((end - started).total_seconds(), 0.0)
+    return f"{seconds:.1f}s" if seconds < 60 else _age(seconds)
+
+
+def jobs_table(jobs: list[JobRow], group_names: dict[str, str | None], now: datetime | None = None) -> str:
+    """`client list`: a header line and one aligned line per job (`group_names`: group id -> its name)."""
+    if not jobs:
+        return "no jobs"
+    header = ("ID", "KIND", "STATUS", "GROUP", "SUBMITTED", "DURATION")
+    rows = [(job.id, job.kind, job.status, group_label(job.group_id, group_names.get(job.group_id or "")),
+             f"{job.submitted_at:%Y-%m-%d %H:%M:%S}", run_time(job, now)) for job in jobs]
+    rows = [tuple(visible(cell) for cell in row) for row in rows]
+    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
+    lines = []
+    for line in (header, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths)]
+        lines.append("  ".join([*cells, line[-1].rjust(widths[-1])]))
+    return "\n".join(lines)
 
 
 def _age(seconds: float) -> str:

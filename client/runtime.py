@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 import click
 
-from genq.core.config import Settings, load_settings
+from genq.core.config import HOME_FOLDER, STORE_FILE, Settings, load_settings
 from genq.core.reads import JobNotFound, Reads
-from genq.core.store.db import SchemaError
+from genq.core.store.db import SchemaError, normalize_url
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import JobRow
 
@@ -16,6 +17,26 @@ class BadSettings(click.ClickException):
     """A GENQ_* value that cannot be used: bad input, one line, exit 2 (no usage hint: it is no option)."""
 
     exit_code = 2
+
+
+def missing_store(settings: Settings) -> Path | None:
+    """The SQLite file of the store when there is none yet (opening it would create it, and its folder)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(normalize_url(settings.database_url))
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or url.query.get("uri"):
+        return None
+    path = Path(url.database).absolute()
+    return None if path.exists() else path
+
+
+def no_store(path: Path) -> str:
+    """One line: there is no store at `path`, how to make one, and where an older genq kept its own."""
+    line = f"no store at {path} yet: `client up` makes one (`client db upgrade` just the store)"
+    older = Path(HOME_FOLDER, STORE_FILE).absolute()  # GENQ_HOME's default was ./.genq before it was ~/.genq
+    if older != path and older.is_file():
+        line += f"; {older} is an older genq's: GENQ_HOME={older.parent} uses it"
+    return line
 
 
 class Runtime:
@@ -38,6 +59,8 @@ class Runtime:
 
     @cached_property
     def store(self) -> JobStore:
+        if (path := missing_store(self.settings)) is not None:  # say so; create nothing, not even the folder
+            raise click.ClickException(no_store(path))
         try:
             return self.client.store
         except SchemaError as exc:

@@ -9,9 +9,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+HOME_FOLDER = ".genq"  # GENQ_HOME when unset is ~/.genq: the user's own, whatever the current folder
+STORE_FILE = "genq.sqlite3"  # the default SQLite store, in GENQ_HOME
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 # `client up` keeps the embedded broker's password here (0600); every genq process of the home uses it
 BROKER_PASSWORD_FILE = Path("broker") / "password"
+# ... and the URL it started that broker at (0600, without the password): used when GENQ_BROKER_URL is unset
+BROKER_URL_FILE = Path("broker") / "url"
 LOCAL_BROKER_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_SD_MODEL = "runwayml/stable-diffusion-v1-5"
 DEFAULT_VISIBILITY_TIMEOUT_S = 6 * 3600  # above the longest job: Redis redelivers after this
@@ -121,10 +125,26 @@ def url_without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def recorded_broker_url(home: Path) -> str | None:
+    """The URL `client up` started the home's embedded broker at (GENQ_HOME/broker/url), when it
+    recorded one: a `redis://` URL of this machine without credentials; anything else there is ignored."""
+    try:
+        url = (home / BROKER_URL_FILE).read_text().strip()
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port that is no number is a ValueError here, not in `client up`
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if (parts.scheme != "redis" or parts.hostname not in LOCAL_BROKER_HOSTS or "@" in parts.netloc
+            or any(c.isspace() for c in url)):
+        return None
+    return url
+
+
 def _broker_url(env: dict[str, str], home: Path) -> str:
-    """GENQ_BROKER_URL, or the default; a local URL without credentials gets the password of the
-    broker `client up` started for this home (GENQ_HOME/broker/password), when there is one."""
-    url = env.get("GENQ_BROKER_URL") or DEFAULT_BROKER_URL
+    """GENQ_BROKER_URL, else the URL `client up` recorded for this home, else the default; a local URL
+    without credentials gets the password of the broker `client up` started for this home
+    (GENQ_HOME/broker/password), when there is one."""
+    url = env.get("GENQ_BROKER_URL") or recorded_broker_url(home) or DEFAULT_BROKER_URL
     parts = urlsplit(url)
     if parts.scheme != "redis" or parts.hostname not in LOCAL_BROKER_HOSTS or "@" in parts.netloc:
         return url
@@ -205,10 +225,15 @@ def _flag(env: dict[str, str], name: str) -> bool:
     raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
 
 
+def default_home(env: dict[str, str]) -> Path:
+    """~/.genq (the HOME of `env` when it names one)."""
+    return Path(env.get("HOME") or Path.home()) / HOME_FOLDER
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
-    home = Path(env.get("GENQ_HOME") or ".genq").expanduser().absolute()
-    database_url = env.get("GENQ_DATABASE_URL") or f"sqlite:///{home / 'genq.sqlite3'}"
+    home = Path(env.get("GENQ_HOME") or default_home(env)).expanduser().absolute()
+    database_url = env.get("GENQ_DATABASE_URL") or f"sqlite:///{home / STORE_FILE}"
     queue = check_queue_name(env.get("GENQ_QUEUE") or DEFAULT_QUEUE, "GENQ_QUEUE:")
     kind_queues = _kind_queues(env.get("GENQ_KIND_QUEUES") or "")
     worker_queues = (_queue_list(env.get("GENQ_WORKER_QUEUES") or "", "GENQ_WORKER_QUEUES")

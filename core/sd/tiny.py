@@ -8,6 +8,7 @@ same model. Its images are noise.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -98,6 +99,31 @@ def make_vae() -> AutoencoderKL:
     )
 
 
+@contextmanager
+def quiet_libraries():
+    """No progress bars ("Writing model shards") and no info or warning lines from transformers, diffusers
+    and huggingface_hub inside the block; their settings are as before afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled())
+                 for lib in (transformers_logging, diffusers_logging)]
+    hub_bars = not are_progress_bars_disabled()
+    for lib, _, _ in libraries:
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()  # transformers' also turns huggingface_hub's off
+    try:
+        yield
+    finally:
+        for lib, verbosity, bars in libraries:
+            lib.set_verbosity(verbosity)
+            if bars:
+                lib.enable_progress_bar()
+        if hub_bars != (not are_progress_bars_disabled()):
+            (enable_progress_bars if hub_bars else disable_progress_bars)()
+
+
 def make_tiny_model(path: Path) -> Path:
     """Write a tiny random SD model (diffusers folder layout, safetensors weights) to `path`; return it."""
     path = Path(path)
@@ -106,10 +132,11 @@ def make_tiny_model(path: Path) -> Path:
     text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet, vae = make_unet(), make_vae()
 
-    tokenizer.save_pretrained(path / "tokenizer")
-    text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
-    unet.save_pretrained(path / "unet", safe_serialization=True)
-    vae.save_pretrained(path / "vae", safe_serialization=True)
+    with quiet_libraries():
+        tokenizer.save_pretrained(path / "tokenizer")
+        text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+        unet.save_pretrained(path / "unet", safe_serialization=True)
+        vae.save_pretrained(path / "vae", safe_serialization=True)
     # Written by hand: SD-1.5's file also carries keys PNDM ignores but DDIM reads (clip_sample).
     scheduler_config = {"_class_name": "PNDMScheduler", "_diffusers_version": "0.42.1", **SD15_SCHEDULER}
     (path / "scheduler").mkdir(parents=True, exist_ok=True)

