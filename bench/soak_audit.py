@@ -1,4 +1,5 @@
-"""What the chaos soak counts, read only from the SQL store after the run (see bench.soak).
+"""What the chaos soak counts, read from the SQL store after the run (see bench.soak), and from
+the workers' own logs for the deaths of their processes.
 
 Tables read: `jobs` (id, kind, status, error), the audit `job_events` (job_id, at, from_status,
 to_status, worker, reason) and, when it has the column, `job_logs.attempt`.
@@ -9,6 +10,14 @@ to_status, worker, reason) and, when it has the column, `job_logs.attempt`.
 - failed / cancelled: terminal rows in those states (the soak cancels nothing, so any cancelled
   job is unexpected). refused: a `client submit` that exited non-zero without being killed by the
   soak (the user was told "no"; with a retrying client a short outage should not cause this).
+  refused during an outage (expected, not a failure): such a client that said the database did not
+  answer, ran while a `postgres-down` outage lasted, and exited before the database was back (or
+  within OUTAGE_EXIT_GRACE_S after: its last try had failed, exiting took the rest). Its job may have
+  been stored all the same (the insert committed, the read-back failed): then it must end like any
+  other (else it is lost), and the report names it. A client whose stderr was a Python traceback
+  (its error is then `traceback: <the exception's line>`) is counted as it said (refused, or refused
+  during an outage) and also listed under "clients that answered with a traceback": `client`
+  promises one line.
 - duplicated, per job, any of:
   1. more than one terminal event (`-> succeeded|failed|cancelled`) in job_events, or more than
      one `-> succeeded`;
@@ -24,11 +33,27 @@ to_status, worker, reason) and, when it has the column, `job_logs.attempt`.
        not frozen keeps its lease while its run's heartbeat beats: a takeover from it means that
        run had already stopped, e.g. crashed out on a database error, and is not counted.)
        Worker names in events are matched to the soak's processes by their pid.
+  4. a run frozen inside its write transaction (`frozen-in-write`) and taken over: when its worker
+     was resumed, the soak counted that attempt's log lines; any more at the end means the
+     transaction it was frozen in (whose lines carry their creation time, from before the takeover)
+     committed after the takeover;
+  5. one `client submit` that stored more than one job (its parameters, unique per submission,
+     match several rows: a retried insert whose first try had committed).
+- worker crashes: a worker child process that died without the soak killing it (the supervisor's
+  "... (pid N) was killed by SIG... / exited with code C after S s; starting it again" lines in the
+  worker's log, less the children the soak SIGKILLed), and every "Unrecoverable error" (Celery's
+  last word before a worker dies) in a worker's log. A malformed message must be dropped, not kill
+  a child; an outage must be waited out, not crash one.
 - recovery, per fault: seconds from the fault to the first progress (a `-> running` or terminal
-  event) of any job in the fault's affected set that was not already terminal at the fault: the job on a killed or stopped worker; the ready
-  queued jobs at a Redis wipe (their messages were lost); the ready queued and running jobs at a
-  PostgreSQL restart; the job of a killed client. `never` when none of them progressed; `-` when
-  the set was empty (nothing to recover).
+  event) of any job in the fault's affected set that was not already terminal at the fault: the
+  job on a killed or stopped worker; the ready queued jobs at a Redis wipe (their messages were
+  lost); the ready queued and running jobs at a PostgreSQL restart; the job of a killed client; the
+  job frozen inside its write (from the SIGSTOP); the ready queued jobs behind malformed messages
+  and the probe job submitted after them.
+  For an outage (`postgres-down`, `redis-down`) it is counted from when the service answered again
+  (`restored_at`), not from its start: the ready queued and running jobs at its start, the jobs its
+  clients stored during it. `never` when none of them progressed; `-` when the set was empty
+  (nothing to recover).
 """
 from __future__ import annotations
 
@@ -40,16 +65,26 @@ from datetime import datetime
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 PROGRESS = ("running", *TERMINAL)
+DATABASE_OUTAGES = ("postgres-down",)  # faults during which a client may rightly give up
+OUTAGE_EXIT_GRACE_S = 5.0  # a client that gave up this soon after the database was back had its last try fail before
+DATABASE_SILENT = re.compile(r"did not answer", re.IGNORECASE)  # how `client` says the database is not there
+# genq-worker's supervisor on a child that died and is restarted (worker/supervisor.py, Supervisor._reap)
+CHILD_RESTART = re.compile(r"(?P<name>\S+) \(pid (?P<pid>\d+)\) (?P<how>was killed by \S+|exited with code -?\d+) "
+                           r"after [\d.]+ s; starting it again")
+UNRECOVERABLE = "Unrecoverable error"  # Celery's log line when its worker dies of an exception
 
 
 @dataclass
 class Fault:
-    kind: str  # kill | stop | redis-wipe | postgres-restart | client-kill
+    kind: str  # one of FAULT_NAMES' kinds: kill, stop, redis-wipe, ..., malformed
     at: datetime  # when it was injected (UTC)
     detail: str = ""
     affected: set[str] = field(default_factory=set)
-    took_s: float = 0.0  # how long the injection itself took (a freeze, a restart)
+    took_s: float = 0.0  # how long the injection itself took (a freeze, a restart, an outage)
     injected: bool = True  # False: skipped (nothing to break) or the client ignored the pause hook
+    restored_at: datetime | None = None  # an outage: when the service answered again (recovery counts from it)
+    fenced: dict[str, tuple[int, int]] = field(default_factory=dict)  # job -> (superseded attempt, its log lines then)
+    problem: str = ""  # what the soak saw go wrong while injecting it (a frozen job not taken over...)
 
 
 @dataclass
@@ -60,18 +95,24 @@ class Submission:
     error: str = ""
     killed: bool = False  # killed by the soak between insert and send
     match: dict = field(default_factory=dict)  # `kind` and parameters that identify its job's row
+    started: datetime | None = None  # when the client was started and when it exited (UTC)
+    ended: datetime | None = None
+
+    def stored_jobs(self, jobs: dict[str, dict]) -> list[str]:
+        """The ids of the rows this submission wrote, found by its parameters (the client may have
+        died or failed before printing the id); the printed id first."""
+        wanted = {k: v for k, v in self.match.items() if k != "kind"}
+        found = [job_id for job_id, job in jobs.items()
+                 if job["kind"] == self.match.get("kind") and wanted
+                 and all((job.get("params") or {}).get(k) == v for k, v in wanted.items())]
+        if self.job_id in jobs:
+            found = [self.job_id, *(job_id for job_id in found if job_id != self.job_id)]
+        return found
 
     def stored_job(self, jobs: dict[str, dict]) -> str | None:
-        """The id of the row this submission wrote, found by its parameters (the client may have
-        died or failed before printing the id)."""
-        if self.job_id in jobs:
-            return self.job_id
-        wanted = {k: v for k, v in self.match.items() if k != "kind"}
-        for job_id, job in jobs.items():
-            params = job.get("params") or {}
-            if job["kind"] == self.match.get("kind") and wanted and all(params.get(k) == v for k, v in wanted.items()):
-                return job_id
-        return None
+        """The id of the row this submission wrote (the printed one, else one found by its parameters)."""
+        found = self.stored_jobs(jobs)
+        return found[0] if found else None
 
 
 @dataclass
@@ -79,6 +120,16 @@ class Snapshot:
     jobs: dict[str, dict]  # id -> row (kind, status, error, attempts, ...)
     events: dict[str, list[dict]]  # job id -> its events in id order
     logs: dict[str, list[tuple[int, datetime]]] | None  # job id -> (attempt, at); None: no attempt column
+
+
+@dataclass
+class WorkerLog:
+    """What one worker process (a supervisor and its children) wrote to its log, and which of its
+    children the soak killed."""
+
+    name: str  # how the report names it ("worker 3")
+    text: str
+    children_killed: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -153,15 +204,62 @@ def duplicate_reasons(events: list[dict], job_logs, workers: list) -> list[str]:
     return reasons
 
 
+def fenced_reasons(job_id: str, faults: list[Fault], job_logs) -> list[str]:
+    """Rule 4: log lines of an attempt frozen inside its write that appeared after it was resumed."""
+    reasons = []
+    for fault in faults:
+        if job_id not in fault.fenced or job_logs is None:
+            continue
+        attempt, then = fault.fenced[job_id]
+        now = sum(1 for a, _ in job_logs if a == attempt)
+        if now > then:
+            reasons.append(f"attempt {attempt}, frozen inside its write and taken over, had {then} log line(s) when "
+                           f"resumed and {now} at the end (its transaction committed after the takeover)")
+    return reasons
+
+
 def recovery_s(fault: Fault, snapshot: Snapshot) -> float | None:
-    """Seconds to the first progress of an affected job; None if nothing was affected; inf: never."""
+    """Seconds to the first progress of an affected job, from the fault (an outage: from when the
+    service was back; progress before that counts as 0); None if nothing was affected; inf: never."""
     affected = [job_id for job_id in fault.affected
                 if not any(e["to_status"] in TERMINAL and e["at"] <= fault.at for e in snapshot.events.get(job_id, []))]
     if not affected:
         return None
     firsts = [e["at"] for job_id in affected for e in snapshot.events.get(job_id, [])
               if e["at"] > fault.at and e["to_status"] in PROGRESS]
-    return (min(firsts) - fault.at).total_seconds() if firsts else math.inf
+    if not firsts:
+        return math.inf
+    return max(0.0, (min(firsts) - (fault.restored_at or fault.at)).total_seconds())
+
+
+def outage_refusal(submission: Submission, faults: list[Fault]) -> Fault | None:
+    """The database outage that explains this client's non-zero exit, if any (see the docstring)."""
+    if submission.started is None or submission.ended is None or not DATABASE_SILENT.search(submission.error):
+        return None
+    for fault in faults:
+        if fault.kind not in DATABASE_OUTAGES or not fault.injected or fault.restored_at is None:
+            continue
+        overlapped = submission.started <= fault.restored_at and submission.ended >= fault.at
+        if overlapped and (submission.ended - fault.restored_at).total_seconds() <= OUTAGE_EXIT_GRACE_S:
+            return fault
+    return None
+
+
+def crash_lines(logs: list[WorkerLog]) -> list[str]:
+    """Worker children that died without the soak killing them, and Celery's "Unrecoverable error"s."""
+    lines = []
+    for log in logs:
+        for match in CHILD_RESTART.finditer(log.text):
+            if int(match["pid"]) not in log.children_killed:
+                lines.append(f"{log.name}: child {match['name']} (pid {match['pid']}) {match['how']} and was restarted")
+        for line in log.text.splitlines():
+            if UNRECOVERABLE in line:
+                lines.append(f"{log.name}: {line.strip()[:240]}")
+    return lines
+
+
+def child_restarts(logs: list[WorkerLog]) -> int:
+    return sum(len(CHILD_RESTART.findall(log.text)) for log in logs)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -181,10 +279,25 @@ class Report:
     unexpected_exits: list[str]
     started: datetime
     waited: str  # how the wait for terminal states ended
+    refused_in_outage: list[str] = field(default_factory=list)  # expected: see the docstring
+    crashes: list[str] = field(default_factory=list)  # worker children that died on their own
+    restarts: int = 0  # child restarts in the workers' logs, those the soak caused included
+    children_killed: int = 0  # worker child processes the soak SIGKILLed
+
+    @property
+    def tracebacks(self) -> list[str]:
+        return [f"{s.label}: exit {s.returncode}: {s.error}" for s in self.submissions
+                if s.error.startswith("traceback: ")]
+
+    @property
+    def unmet(self) -> list[str]:
+        """Faults whose expected reaction the soak did not see (Fault.problem)."""
+        return [f"{f.kind} at {self.rel(f.at)}: {f.problem}" for f in self.faults if f.problem]
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.failed or self.cancelled or self.duplicated or self.refused)
+        return not (self.lost or self.failed or self.cancelled or self.duplicated or self.refused or self.crashes
+                    or self.unmet)
 
     def count(self, kind: str) -> int:
         return sum(1 for f in self.faults if f.kind == kind and f.injected)
@@ -199,15 +312,21 @@ class Report:
                 if finite else "recovery n/a")
         return text + (f" ({never} fault(s) never recovered)" if never else "")
 
+    def longest(self, kind: str) -> str:
+        """An outage's length as the last line shows it: " (120 s)", the longest when there were several."""
+        took = [(f.restored_at - f.at).total_seconds() if f.restored_at else f.took_s
+                for f in self.faults if f.kind == kind and f.injected]
+        return f" ({max(took):.0f} s)" if took else ""
+
     def final_line(self) -> str:
-        faults = ", ".join(plural(self.count(kind), name) for kind, name in (
-            ("kill", "kill"), ("stop", "stop"), ("redis-wipe", "redis wipe"), ("postgres-restart", "postgres restart"),
-            ("client-kill", "client kill")))
+        faults = ", ".join(plural(self.count(kind), name) + (self.longest(kind) if kind.endswith("-down") else "")
+                           for kind, name in FAULT_NAMES)
         skipped = sum(1 for f in self.faults if not f.injected)
         faults += f" ({skipped} not injected)" if skipped else ""
         bad = f"{len(self.lost)} lost, {len(self.duplicated)} duplicated, {len(self.failed)} failed"
         extra = "".join(f", {len(items)} {name}" for name, items in
-                        (("cancelled", self.cancelled), ("refused", self.refused)) if items)
+                        (("cancelled", self.cancelled), ("refused", self.refused), ("worker crashes", self.crashes),
+                         ("faults not recovered as expected", self.unmet)) if items)
         return f"soak: {self.jobs} jobs, {self.workers} workers, {faults} -> {bad}{extra}; {self.recovery_summary()}"
 
     def fault_table(self) -> list[str]:
@@ -224,11 +343,18 @@ class Report:
                  f"waiting ended: {self.waited}"]
         for name, items in (("lost", self.lost), ("duplicated", self.duplicated), ("failed", self.failed),
                             ("cancelled", self.cancelled), ("refused", self.refused),
+                            ("refused during a database outage (expected)", self.refused_in_outage),
+                            ("clients that answered with a traceback", self.tracebacks),
+                            ("worker crashes (child deaths the soak did not cause, unrecoverable errors)",
+                             self.crashes),
+                            ("faults not recovered as expected", self.unmet),
                             ("worker exits the soak did not cause", self.unexpected_exits)):
             lines.append(f"  {name}: {len(items)}")
             lines.extend(f"    {item}" for item in items[:20])
             if len(items) > 20:
                 lines.append(f"    ... and {len(items) - 20} more")
+        lines.append(f"  worker child restarts in the logs: {self.restarts} "
+                     f"(the soak killed {self.children_killed} child process(es))")
         lines += ["", self.final_line()]
         return "\n".join(lines)
 
@@ -238,49 +364,82 @@ class Report:
             parts.append(f"{len(self.lost)} job(s) LOST (never reached a terminal state): "
                          + "; ".join(self.lost[:8]))
         for name, items in (("DUPLICATED", self.duplicated), ("FAILED", self.failed),
-                            ("CANCELLED (nobody cancelled them)", self.cancelled), ("REFUSED at submit", self.refused)):
+                            ("CANCELLED (nobody cancelled them)", self.cancelled), ("REFUSED at submit", self.refused),
+                            ("WORKER CRASHES", self.crashes), ("FAULTS NOT RECOVERED AS EXPECTED", self.unmet)):
             if items:
                 parts.append(f"{len(items)} job(s) {name}: " + "; ".join(items[:8]))
         return "\n".join(parts) + "\n\n" + self.render()
 
 
 def audit(snapshot: Snapshot, submissions: list[Submission], faults: list[Fault], workers: list,
-          worker_count: int, started: datetime, waited: str) -> Report:
-    """Apply the rules above; `workers` are every process the soak started (tests.faults.Worker)."""
+          worker_count: int, started: datetime, waited: str, logs: list[WorkerLog] | None = None) -> Report:
+    """Apply the rules above; `workers` are every process the soak started (tests.faults.Worker),
+    `logs` what they wrote."""
     jobs = snapshot.jobs
+    logs = logs or []
+    refused, in_outage = refused_lines(submissions, faults, jobs, started)
     return Report(
         jobs=len(jobs), workers=worker_count,
         faults=faults, submissions=submissions,
         lost=lost_lines(snapshot, submissions, faults, started),
         failed=[f"{short(i)} {j['kind']}: {j['error']}" for i, j in jobs.items() if j["status"] == "failed"],
         cancelled=[f"{short(i)} {j['kind']}" for i, j in jobs.items() if j["status"] == "cancelled"],
-        duplicated=duplicate_lines(snapshot, workers),
-        refused=refused_lines(submissions, jobs),
+        duplicated=duplicate_lines(snapshot, workers, faults) + stored_twice_lines(submissions, jobs),
+        refused=refused,
         succeeded=sum(1 for j in jobs.values() if j["status"] == "succeeded"),
         recoveries=[(f, recovery_s(f, snapshot)) for f in faults],
         unexpected_exits=[f"worker {w.index} (pid {w.pid}) exited {w.process.returncode} at "
                           f"+{(w.exited_at - started).total_seconds():.1f}s"
                           for w in workers if w.exited_at is not None and w.killed_at is None],
         started=started, waited=waited,
+        refused_in_outage=in_outage,
+        crashes=crash_lines(logs),
+        restarts=child_restarts(logs),
+        children_killed=sum(len(log.children_killed) for log in logs),
     )
 
 
+FAULT_NAMES = (("kill", "kill"), ("stop", "stop"), ("redis-wipe", "redis wipe"),
+               ("postgres-restart", "postgres restart"), ("client-kill", "client kill"), ("postgres-down", "postgres down"),
+               ("frozen-in-write", "frozen write"), ("redis-down", "redis down"), ("malformed", "malformed push"))
+
+
 def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    return f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith(('sh', 'ch', 'x')) else 's'}"
 
 
 def short(job_id: str) -> str:
     return job_id[:8]
 
 
-def refused_lines(submissions: list[Submission], jobs: dict[str, dict]) -> list[str]:
-    lines = []
+def refused_lines(submissions: list[Submission], faults: list[Fault], jobs: dict[str, dict],
+                  started: datetime) -> tuple[list[str], list[str]]:
+    """(refused, refused during a database outage): one line per client that exited non-zero."""
+    refused, in_outage = [], []
     for s in submissions:
         if s.killed or s.returncode in (0, None):
             continue
         stored = s.stored_job(jobs)
-        anyway = f"; its job was stored anyway: {short(stored)}, {jobs[stored]['status']}" if stored else ""
-        lines.append(f"{s.label}: exit {s.returncode}: {s.error}{anyway}")
+        anyway = f"; its job was stored anyway: {short(stored)}, {jobs[stored]['status']}" if stored else "; not stored"
+        outage = outage_refusal(s, faults)
+        if outage is None:
+            refused.append(f"{s.label}: exit {s.returncode}: {s.error}{anyway}")
+        else:
+            ran = (f"ran +{(s.started - started).total_seconds():.1f}s..+{(s.ended - started).total_seconds():.1f}s, "
+                   f"database down +{(outage.at - started).total_seconds():.1f}s.."
+                   f"+{(outage.restored_at - started).total_seconds():.1f}s")
+            in_outage.append(f"{s.label}: exit {s.returncode}: {s.error} ({ran}){anyway}")
+    return refused, in_outage
+
+
+def stored_twice_lines(submissions: list[Submission], jobs: dict[str, dict]) -> list[str]:
+    """Rule 5: one submission, several rows."""
+    lines = []
+    for s in submissions:
+        found = s.stored_jobs(jobs)
+        if len(found) > 1:
+            lines.append(f"{s.label}: one submit stored {len(found)} jobs: "
+                         + ", ".join(f"{short(i)} {jobs[i]['status']}" for i in found))
     return lines
 
 
@@ -294,14 +453,16 @@ def lost_lines(snapshot: Snapshot, submissions: list[Submission], faults: list[F
         if client is not None and client.killed:
             told = "; its client was killed after the insert"
         elif client is not None and client.returncode not in (0, None):
-            told = f"; its client exited {client.returncode} ({client.label})"
+            during = " during a database outage" if outage_refusal(client, faults) else ""
+            told = f"; its client exited {client.returncode}{during} ({client.label})"
         else:
             told = ""
 
         events = snapshot.events.get(job_id, [])
         last = events[-1] if events else None
         said = (f"last event {last['from_status']} -> {last['to_status']} ({last['reason']}) at "
-                f"+{(last['at'] - started).total_seconds():.1f}s" if last else "no event")
+                f"+{(last['at'] - started).total_seconds():.1f}s" + (f" by {last['worker']}" if last['worker'] else "")
+                if last else "no event")
         hit = [f"{f.kind} at +{(f.at - started).total_seconds():.1f}s" for f in faults if job_id in f.affected]
         lines.append(f"{short(job_id)} {job['kind']} still {job['status']}; {said}"
                      + (f"; affected by {', '.join(hit)}" if hit else "") + told)
@@ -311,11 +472,11 @@ def lost_lines(snapshot: Snapshot, submissions: list[Submission], faults: list[F
     return lines
 
 
-def duplicate_lines(snapshot: Snapshot, workers: list) -> list[str]:
+def duplicate_lines(snapshot: Snapshot, workers: list, faults: list[Fault] = ()) -> list[str]:
     lines = []
     for job_id, events in snapshot.events.items():
         job_logs = None if snapshot.logs is None else snapshot.logs.get(job_id, [])
-        reasons = duplicate_reasons(events, job_logs, workers)
+        reasons = duplicate_reasons(events, job_logs, workers) + fenced_reasons(job_id, list(faults), job_logs)
         if reasons:
             lines.append(f"{short(job_id)} {snapshot.jobs.get(job_id, {}).get('kind', '?')}: {'; '.join(reasons)}")
     return lines

