@@ -1,20 +1,48 @@
 """The deployment files say what the README says: one worker container per node holding all its GPUs
 (Compose), one GPU per pod scaled by KEDA on the queue's priority lists (Kubernetes), secrets only
-from Secrets / .env. No docker or kubectl here: the files are parsed and their content checked."""
+from Secrets / .env, one pinned image built with its dependencies in their own layer, migrations that
+never block an upgrade. No docker or kubectl here: the files are parsed, validated against their
+schemas (kubernetes-validate: the Kubernetes OpenAPI schemas; check-jsonschema: the Compose spec), and
+their content checked; the build context is computed with the Docker SDK's own .dockerignore rules."""
 from __future__ import annotations
 
+import copy
+import json
+import posixpath
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
+import click
+import kubernetes_validate
 import pytest
 import yaml
+from docker.utils.build import PatternMatcher, exclude_paths
+from dockerfile_parse import DockerfileParser
 
 from genq.core.config import load_settings
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the dev extra brings tomli
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 GPU = "nvidia.com/gpu"
 PRIORITY_STEPS = range(10)  # genq priority p (0..9, higher first) -> Redis list step 9 - p
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.primary.yml", "docker-compose.join.yml")
+# The oldest Kubernetes these manifests claim to fit, and the newest kubernetes-validate knows.
+K8S_VERSIONS = ("1.29", kubernetes_validate.latest_version())
+# Custom resources: no schema ships with kubernetes-validate, so the tests below check them field by field.
+CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
+             ("monitoring.coreos.com/v1", "ServiceMonitor")}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+# Third-party images: an exact version (this many numbers) plus the Debian release, never a moving tag.
+VERSION_PARTS = {"python": 3, "redis": 3, "postgres": 2}
+DEBIAN_RELEASES = ("bookworm", "trixie")
 
 
 def priority_lists(queue: str) -> list[str]:
@@ -30,6 +58,10 @@ def genq_priority_list(queue: str, priority: int) -> str:
 
 # -- loading -------------------------------------------------------------------------------------------
 
+def pyproject_version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
 def k8s_files() -> list[Path]:
     return sorted(K8S.glob("*.yaml"))
 
@@ -41,6 +73,10 @@ def k8s_objects(include_examples: bool = True) -> list[dict]:
             continue
         objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
     return objects
+
+
+def kustomization() -> dict:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
 
 
 def one(kind: str, name: str | None = None) -> dict:
@@ -59,6 +95,33 @@ def worker_container() -> dict:
     return containers[0]
 
 
+def dashboard_deployment() -> dict:
+    return one("Deployment", "genq-dashboard")
+
+
+def dashboard_container() -> dict:
+    [container] = dashboard_deployment()["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def pod_specs() -> dict[str, dict]:
+    """Every pod template of the manifests, by kind/name."""
+    specs = {}
+    for obj in k8s_objects():
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in WORKLOAD_KINDS:
+            specs[name] = obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            specs[name] = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif obj["kind"] == "Pod":
+            specs[name] = obj["spec"]
+    return specs
+
+
+def all_containers(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
 def command_of(container: dict) -> list[str]:
     return [str(part) for part in container.get("command", []) + container.get("args", [])]
 
@@ -72,8 +135,57 @@ def option(argv: list[str], name: str) -> str | None:
     return None
 
 
+def client_command(argv: list[str]) -> tuple[str, dict]:
+    """`client ARGS...` as the real CLI parses it (without running it): the command's name and its
+    options. A command or option the CLI does not have fails here."""
+    from genq.client.cli import cli
+
+    assert argv[0] == "client", argv
+    command, args = cli, list(argv[1:])
+    while isinstance(command, click.Group):
+        assert args and args[0] in command.commands, f"no such command: {argv}"
+        command = command.commands[args.pop(0)]
+    return command.name, command.make_context(command.name, args).params
+
+
 def compose(name: str = "docker-compose.yml") -> dict:
     return yaml.safe_load((REPO / name).read_text())
+
+
+def genq_services() -> dict[str, dict]:
+    """The Compose services that run the genq image (the rest are Redis and PostgreSQL)."""
+    return {name: s for name, s in compose()["services"].items()
+            if "build" in s or re.split(r"[:@]", str(s.get("image", "")))[0] == "genq"}
+
+
+def dockerfile() -> list[dict]:
+    """The Dockerfile's instructions, comments left out (continuation lines joined)."""
+    parser = DockerfileParser(path=str(REPO / "Dockerfile"))
+    return [step for step in parser.structure if step["instruction"] != "COMMENT"]
+
+
+def copy_args(step: dict) -> tuple[list[str], str]:
+    """(sources, destination) of a COPY or ADD."""
+    args = [a for a in shlex.split(step["value"]) if not a.startswith("--")]
+    return args[:-1], args[-1]
+
+
+def dockerignore_patterns() -> list[str]:
+    """The patterns as docker-py's APIClient.build reads .dockerignore."""
+    path = REPO / ".dockerignore"
+    assert path.is_file(), ".dockerignore is missing: the build context would hold .venv and .git"
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def assert_pinned(image: str) -> None:
+    """An exact version and Debian release (NAME:1.2.3-VARIANT-bookworm), optionally @sha256:DIGEST."""
+    match = re.fullmatch(r"(?P<name>[\w./-]+):(?P<version>\d+(?:\.\d+)+)-(?P<variant>[\w.-]+?)"
+                         r"(?:@sha256:[0-9a-f]{64})?", image)
+    assert match, f"{image}: not an exact version tag (NAME:X.Y.Z-<debian release>)"
+    name = match["name"].rsplit("/", 1)[-1]
+    assert name in VERSION_PARTS, f"{image}: how many numbers make its version exact? (VERSION_PARTS)"
+    assert len(match["version"].split(".")) == VERSION_PARTS[name], f"{image}: a moving tag ({name}:{match['version']})"
+    assert match["variant"].split("-")[-1] in DEBIAN_RELEASES, f"{image}: the Debian release is not pinned"
 
 
 # -- the priority-list mapping the manifests rely on ------------------------------------------------------
@@ -99,8 +211,8 @@ def test_every_manifest_parses_and_names_itself():
     assert k8s_files(), "deploy/k8s/*.yaml is missing"
     objects = k8s_objects()
     kinds = {o["kind"] for o in objects}
-    assert {"Namespace", "Secret", "ConfigMap", "PersistentVolumeClaim", "Job", "Deployment",
-            "ScaledObject", "TriggerAuthentication"} <= kinds
+    assert {"Namespace", "Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service", "ServiceMonitor",
+            "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication"} <= kinds
     for obj in objects:
         assert obj.get("apiVersion") and obj.get("kind"), obj
         assert obj.get("metadata", {}).get("name"), obj
@@ -108,10 +220,31 @@ def test_every_manifest_parses_and_names_itself():
             assert obj["metadata"].get("namespace") == "genq", obj["metadata"]["name"]
 
 
+@pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
+def test_every_manifest_validates_against_the_kubernetes_schemas(k8s_version):
+    """kubernetes-validate, strict (an unknown field fails, as a misspelt one would be dropped by the API
+    server), on every object of every file, the Secret examples included."""
+    without_schema = set()
+    for obj in k8s_objects():
+        try:
+            kubernetes_validate.validate(obj, k8s_version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            without_schema.add((obj["apiVersion"], obj["kind"]))
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is not valid Kubernetes {k8s_version}: "
+                        f"{'.'.join(map(str, exc.path))}: {exc.message}")
+    # Only the custom resources go unvalidated: a core kind under a misspelt apiVersion would land here.
+    assert without_schema <= CRD_KINDS, without_schema - CRD_KINDS
+    # and the validation is not vacuous: a misspelt field fails it
+    typo = copy.deepcopy(worker_deployment())
+    typo["spec"]["template"]["spec"]["automountServiceAccountTokn"] = False
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(typo, k8s_version, strict=True)
+
+
 def test_kustomization_lists_every_manifest_but_the_secret_examples():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert kustomization["kind"] == "Kustomization" and kustomization["namespace"] == "genq"
-    listed = set(kustomization["resources"])
+    listed = set(kustomization()["resources"])
+    assert kustomization()["kind"] == "Kustomization" and kustomization()["namespace"] == "genq"
     for name in listed:
         assert (K8S / name).is_file(), name
     files = {p.name for p in k8s_files()} - {"kustomization.yaml"}
@@ -123,7 +256,7 @@ def test_kustomization_lists_every_manifest_but_the_secret_examples():
 
 def test_secrets_are_placeholders_only():
     secrets = [o for o in k8s_objects() if o["kind"] == "Secret"]
-    assert {s["metadata"]["name"] for s in secrets} == {"genq-urls", "genq-redis"}
+    assert {s["metadata"]["name"] for s in secrets} == {"genq-urls", "genq-redis", "genq-ui"}
     for secret in secrets:
         assert "data" not in secret  # base64 would hide what is in it
         assert secret["stringData"]
@@ -131,11 +264,71 @@ def test_secrets_are_placeholders_only():
             assert "CHANGE-ME" in value, f"{secret['metadata']['name']}.{key} must be a marked placeholder"
     urls = one("Secret", "genq-urls")["stringData"]
     assert set(urls) == {"GENQ_DATABASE_URL", "GENQ_BROKER_URL"}
+    assert set(one("Secret", "genq-ui")["stringData"]) == {"token"}
     # nothing secret anywhere else
     for obj in k8s_objects(include_examples=False):
         text = yaml.safe_dump(obj)
         assert "://" not in text or not re.search(r"://[^/\s@]*:[^/\s@]+@", text), obj["metadata"]["name"]
         assert "PASSWORD" not in text.upper() or obj["kind"] == "TriggerAuthentication", obj["metadata"]["name"]
+
+
+# -- every pod ----------------------------------------------------------------------------------------------
+
+def test_every_container_runs_the_one_versioned_genq_image_and_pulls_it_once():
+    """A version tag (the one in pyproject.toml) is never pushed twice, so IfNotPresent fits it; `latest`
+    with IfNotPresent would keep whatever a node pulled first, whatever was applied since."""
+    images = set()
+    for name, spec in pod_specs().items():
+        for container in all_containers(spec):
+            ref = re.fullmatch(r"genq(?::(?P<tag>[\w.-]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?", container["image"])
+            assert ref, f"{name}/{container['name']}: {container['image']} is not the genq image"
+            assert ref["digest"] or ref["tag"] == pyproject_version(), f"{name}/{container['name']}: {container['image']}"
+            assert container.get("imagePullPolicy") == "IfNotPresent", f"{name}/{container['name']}"
+            images.add(container["image"])
+    assert len(images) == 1, images
+    [entry] = [image for image in kustomization()["images"] if image["name"] == "genq"]
+    assert entry.get("digest") or str(entry["newTag"]) == pyproject_version(), entry
+    assert str(entry.get("newTag")) != "latest"
+
+
+def test_every_emptydir_has_a_size_limit():
+    """An emptyDir without one can fill the node's disk (or memory, for medium: Memory)."""
+    for name, spec in pod_specs().items():
+        for volume in spec.get("volumes", []):
+            if "emptyDir" in volume:
+                assert (volume["emptyDir"] or {}).get("sizeLimit"), f"{name}: emptyDir {volume['name']} has no sizeLimit"
+    home = {v["name"]: v for v in worker_deployment()["spec"]["template"]["spec"]["volumes"]}["home"]
+    assert home["emptyDir"]["sizeLimit"]
+
+
+def test_no_pod_mounts_a_service_account_token():
+    """None of them talks to the Kubernetes API: a token in the pod would only be something to steal."""
+    assert pod_specs()
+    for name, spec in pod_specs().items():
+        assert spec.get("automountServiceAccountToken") is False, name
+
+
+def test_migrations_run_in_an_init_container_of_every_deployment_not_in_a_job():
+    """A Job's pod template is immutable: with a Job in the kustomization, `kubectl apply -k` with a new
+    image fails while the old Job exists, and the workers crash-loop on the old schema meanwhile. An init
+    container runs `client db upgrade` before each pod's genq starts, with that pod's image."""
+    assert not [o["metadata"]["name"] for o in k8s_objects() if o["kind"] in ("Job", "CronJob")]
+    deployments = [o for o in k8s_objects() if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {"genq-worker", "genq-dashboard"}
+    home = one("ConfigMap", "genq-settings")["data"]["GENQ_HOME"]
+    for deployment in deployments:
+        spec = deployment["spec"]["template"]["spec"]
+        [init] = spec["initContainers"]
+        [main] = spec["containers"]
+        assert client_command(command_of(init)) == ("upgrade", {})  # `client db upgrade`
+        assert command_of(init) == ["client", "db", "upgrade"]
+        assert init["image"] == main["image"]
+        assert init["envFrom"] == main["envFrom"]  # the same database, the same settings
+        assert {"secretRef": {"name": "genq-urls"}} in init["envFrom"]
+        assert GPU not in init.get("resources", {}).get("limits", {})  # a GPU would wait for nothing
+        assert init["securityContext"]["allowPrivilegeEscalation"] is False
+        if init["securityContext"].get("readOnlyRootFilesystem"):
+            assert {home, "/tmp"} <= {m["mountPath"] for m in init["volumeMounts"]}
 
 
 # -- the worker Deployment --------------------------------------------------------------------------------
@@ -185,20 +378,96 @@ def test_worker_runs_as_the_images_non_root_user_and_may_shut_down_warmly():
     assert spec["securityContext"]["runAsUser"] == 10001
     assert worker_container()["securityContext"]["allowPrivilegeEscalation"] is False
     assert spec["terminationGracePeriodSeconds"] >= 300  # the default 30 s would kill most running jobs
-    dockerfile = (REPO / "Dockerfile").read_text()
-    assert "--uid 10001" in dockerfile
+    dockerfile_text = (REPO / "Dockerfile").read_text()
+    assert "--uid 10001" in dockerfile_text
     selector = worker_deployment()["spec"]["selector"]["matchLabels"]
     assert selector.items() <= worker_deployment()["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_migration_job_upgrades_the_database_with_the_secrets_urls():
-    job = one("Job", "genq-migrate")
-    [container] = job["spec"]["template"]["spec"]["containers"]
-    assert command_of(container) == ["client", "db", "upgrade"]
+def test_worker_disruption_budget_lets_one_busy_worker_go_at_a_time():
+    """Voluntary evictions (drains, the cluster autoscaler) take one worker at a time, each finishing its
+    job within the grace period. maxUnavailable, not minAvailable: KEDA sets the count, and a
+    minAvailable at or above it would block every drain."""
+    pdb = one("PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= worker_deployment()["spec"]["template"]["metadata"]["labels"].items()
+    assert not selector.items() <= dashboard_deployment()["spec"]["template"]["metadata"]["labels"].items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    text = next(p for p in k8s_files() if "PodDisruptionBudget" in p.read_text()).read_text()
+    # it says what it protects, and what it cannot (KEDA's scale-down does not go through evictions)
+    assert re.search(r"running job", text) and "KEDA" in text and "terminationGracePeriodSeconds" in text
+
+
+# -- the dashboard ------------------------------------------------------------------------------------------
+
+def test_dashboard_listens_off_loopback_with_its_token_from_a_secret():
+    from genq.client.ui.app import TOKEN_VARIABLE
+
+    container = dashboard_container()
+    name, params = client_command(command_of(container))
+    assert name == "ui" and params["host"] == "0.0.0.0" and params["port"] == 8265
+    [token] = [e for e in container["env"] if e["name"] == TOKEN_VARIABLE]
+    assert "value" not in token
+    ref = token["valueFrom"]["secretKeyRef"]
+    assert ref["key"] in one("Secret", ref["name"])["stringData"]  # the Secret the example documents
     assert {"secretRef": {"name": "genq-urls"}} in container["envFrom"]
-    assert job["spec"]["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
-    assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
-    assert container["image"] == worker_container()["image"]
+    assert {p["containerPort"] for p in container["ports"]} == {8265}
+    assert GPU not in container.get("resources", {}).get("limits", {})
+    spec = dashboard_deployment()["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    [artifacts] = [n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "genq-artifacts"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[artifacts] == one("ConfigMap", "genq-settings")["data"]["GENQ_ARTIFACT_ROOT"]
+    assert container.get("readinessProbe")
+    selector = dashboard_deployment()["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= dashboard_deployment()["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_dashboard_service_selects_the_dashboard_pods_only():
+    service = one("Service", "genq-dashboard")
+    selector = service["spec"]["selector"]
+    assert selector.items() <= dashboard_deployment()["spec"]["template"]["metadata"]["labels"].items()
+    assert not selector.items() <= worker_deployment()["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"  # not on the internet by default
+    [port] = service["spec"]["ports"]
+    container_ports = {p.get("name"): p["containerPort"] for p in dashboard_container()["ports"]}
+    assert port["targetPort"] in container_ports or port["targetPort"] in container_ports.values()
+
+
+def test_servicemonitor_scrapes_metrics_with_the_dashboards_own_token():
+    monitor = one("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = one("Service", "genq-dashboard")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["authorization"].get("type", "Bearer") == "Bearer"
+    [token] = [e for e in dashboard_container()["env"] if e["name"] == "GENQ_UI_TOKEN"]
+    assert endpoint["authorization"]["credentials"] == token["valueFrom"]["secretKeyRef"]
+    assert "bearerTokenSecret" not in endpoint and "bearerTokenFile" not in endpoint  # deprecated forms
+
+
+def test_the_dashboard_accepts_the_bearer_token_a_scraper_sends():
+    """What the ServiceMonitor relies on: the dashboard's token guard takes `Authorization: Bearer`."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from genq.client.ui.security import TokenMiddleware
+
+    app = Starlette(routes=[Route("/metrics", lambda request: PlainTextResponse("genq_jobs 0\n"))],
+                    middleware=[Middleware(TokenMiddleware, token="the-token")])
+    with TestClient(app) as client:
+        assert client.get("/metrics", headers={"Authorization": "Bearer the-token"}).status_code == 200
+        assert client.get("/metrics", headers={"Authorization": "Bearer another"}).status_code == 401
+        assert client.get("/metrics").status_code == 401
 
 
 # -- KEDA ---------------------------------------------------------------------------------------------------
@@ -246,7 +515,140 @@ def test_scaledobject_comment_states_the_max_over_triggers_caveat():
     assert re.search(r"LARGEST of the triggers", text)
 
 
+# -- the image ----------------------------------------------------------------------------------------------
+
+def test_dockerfile_installs_the_dependencies_in_a_layer_only_pyproject_feeds():
+    """A code change must not reinstall torch & co.: every COPY before the first `pip install` copies
+    pyproject.toml / setup.py only, and genq itself goes in afterwards with --no-deps."""
+    steps = dockerfile()
+    installs = [i for i, step in enumerate(steps) if step["instruction"] == "RUN" and "pip install" in step["value"]]
+    assert len(installs) >= 2, "one install for the dependencies, one for genq"
+    first, last = installs[0], installs[-1]
+    before = [src for step in steps[:first] if step["instruction"] in ("COPY", "ADD") for src in copy_args(step)[0]]
+    assert before and set(before) <= {"pyproject.toml", "setup.py"}, before
+    after = {src for step in steps[first:] if step["instruction"] in ("COPY", "ADD") for src in copy_args(step)[0]}
+    assert {"genq", "core", "worker", "client", "migrations"} <= after  # setup.py's PARTS, and genq/
+    assert "--no-deps" in shlex.split(steps[last]["value"])
+    assert not [s for s in steps[first + 1:] if s["instruction"] == "RUN" and "pip install" in s["value"]
+                and "--no-deps" not in s["value"]], "a later install would pull dependencies again"
+
+
+def test_dockerfile_dependency_layer_installs_exactly_pyprojects_dependencies(tmp_path):
+    """Run the first install step's `python -c` here, on this pyproject.toml: what pip gets (-r) is the
+    project's dependency list, nothing more or less."""
+    [step] = [s for s in dockerfile() if s["instruction"] == "RUN" and "pip install" in s["value"]][:1]
+    first = shlex.split(step["value"].split("&&")[0])
+    assert first[:2] == ["python", "-c"], first
+    requirements = re.search(r"pip install [^&]*-r (\S+)", step["value"])[1]
+    code = re.sub(r"'[^']*pyproject\.toml'", repr(str(REPO / "pyproject.toml")), first[2])
+    code = code.replace(repr(requirements), repr(str(tmp_path / "requirements.txt")))
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    listed = (tmp_path / "requirements.txt").read_text().split("\n")
+    assert [line for line in listed if line] == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_the_image_runs_outside_its_source_folder():
+    """`python -m genq.worker.child` (each worker the supervisor starts) puts its working directory first
+    on sys.path: where the repository's genq/ lies there, it shadows the installed package, which alone
+    has genq.worker, and every child fails to start."""
+    workdir, destinations, envs = "/", [], DockerfileParser(path=str(REPO / "Dockerfile")).envs
+    for step in dockerfile():
+        if step["instruction"] == "WORKDIR":
+            workdir = posixpath.normpath(posixpath.join(workdir, step["value"]))
+        elif step["instruction"] in ("COPY", "ADD"):
+            destinations.append(posixpath.normpath(posixpath.join(workdir, copy_args(step)[1])))
+    for destination in destinations:
+        assert not (destination + "/").startswith(workdir.rstrip("/") + "/"), (workdir, destination)
+    assert envs.get("PYTHONSAFEPATH") == "1"  # and the working directory is never on the path anyway
+
+
+def healthcheck_code() -> tuple[str, str]:
+    """(options, Python code) of the Dockerfile's HEALTHCHECK, which must be `python -c CODE` in exec form."""
+    steps = [s for s in dockerfile() if s["instruction"] == "HEALTHCHECK"]
+    assert len(steps) == 1, "the Dockerfile has no HEALTHCHECK (or several: only the last would count)"
+    [step] = steps
+    match = re.fullmatch(r"((?:--[\w-]+=\S+\s+)*)CMD\s+(\[.*\])\s*", step["value"], re.DOTALL)
+    assert match, step["value"]
+    argv = json.loads(match[2])  # Docker reads the exec form as JSON
+    assert argv[:2] == ["python", "-c"] and len(argv) == 3, argv
+    return match[1], argv[2]
+
+
+def run_healthcheck(tmp_path: Path, processes: dict[str, list[str]]) -> int:
+    """The HEALTHCHECK's code run here against a made-up /proc: pid -> argv (an empty argv: a zombie)."""
+    _, code = healthcheck_code()
+    proc = tmp_path / "proc"
+    for pid, argv in processes.items():
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "cmdline").write_bytes(b"".join(arg.encode() + b"\0" for arg in argv))
+    (proc / "self").mkdir(parents=True, exist_ok=True)  # not a pid
+    (proc / "4242").mkdir()  # a process gone between the listing and the read: no cmdline
+    assert code.count("/proc") >= 1
+    return subprocess.run([sys.executable, "-c", code.replace("/proc", str(proc))], timeout=60).returncode
+
+
+def test_image_healthcheck_wants_a_live_worker_child_and_touches_no_gpu(tmp_path):
+    from genq.worker.supervisor import CHILD_MODULE
+
+    options, code = healthcheck_code()
+    assert "--timeout=" in options and "--start-period=" in options
+    assert not re.search(r"torch|cuda|nvidia|celery|sqlalchemy|import genq|from genq", code, re.IGNORECASE)
+    python = "/usr/local/bin/python3.11"
+    supervisor = [python, "/usr/local/bin/genq-worker", "--gpus", "all", "--queues", "gpu"]
+    child = [python, "-m", CHILD_MODULE, "--loglevel", "INFO"]
+    assert run_healthcheck(tmp_path / "busy", {"1": supervisor, "7": child, "8": child}) == 0
+    assert run_healthcheck(tmp_path / "dead", {"1": supervisor}) == 1  # every child died; restarts pending
+    assert run_healthcheck(tmp_path / "zombie", {"1": supervisor, "7": []}) == 1
+    # under `docker run --init` the supervisor is not PID 1
+    assert run_healthcheck(tmp_path / "init", {"1": ["/sbin/docker-init", "--", "genq-worker"], "7": supervisor}) == 1
+    # the same image's other commands are not workers: the check has nothing to say about them
+    assert run_healthcheck(tmp_path / "ui", {"1": [python, "/usr/local/bin/client", "ui", "--host", "0.0.0.0"]}) == 0
+    assert run_healthcheck(tmp_path / "migrate", {"1": [python, "/usr/local/bin/client", "db", "upgrade"]}) == 0
+
+
+def test_dockerfile_base_image_is_pinned():
+    [base] = [s["value"].split()[0] for s in dockerfile() if s["instruction"] == "FROM"]
+    assert_pinned(base)
+
+
+def test_dockerignore_keeps_the_build_context_to_what_the_image_needs():
+    patterns = dockerignore_patterns()
+    matcher = PatternMatcher(list(patterns))
+    # whether or not they exist in this checkout (a developer's, CI's): never sent to the daemon (a folder
+    # that matches is skipped whole)
+    for path in (".venv", ".venv-ci", ".git", ".genq", ".env", "__pycache__", "core/__pycache__",
+                 "client/ui/__pycache__", "worker/child.pyc", ".pytest_cache", "tests/.pytest_cache", "genq.egg-info",
+                 "build", "dist", "tests", "bench"):
+        assert matcher.matches(path), f"{path} would be in the build context"
+    context = exclude_paths(str(REPO), list(patterns), dockerfile="Dockerfile")
+    sources = {src for step in dockerfile() if step["instruction"] in ("COPY", "ADD") for src in copy_args(step)[0]}
+    assert sources <= context, sources - context  # everything the Dockerfile copies is sent
+    for path in context:
+        parts = Path(path).parts
+        assert not any(p.startswith(".venv") or p in (".git", ".genq", "__pycache__") or p.endswith(".egg-info")
+                       for p in parts), path
+    size = sum((REPO / path).stat().st_size for path in context if (REPO / path).is_file())
+    assert size < 20 * 2**20, f"a {size / 2**20:.0f} MiB build context"
+
+
 # -- Docker Compose ----------------------------------------------------------------------------------------
+
+def test_every_compose_file_validates_against_the_compose_spec(tmp_path):
+    """check-jsonschema with its vendored Compose specification schema."""
+    assert sorted(p.name for p in REPO.glob("docker-compose*.yml")) == sorted(COMPOSE_FILES)
+
+    def check(*paths) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                               *map(str, paths)], capture_output=True, text=True, timeout=300)
+
+    result = check(*(REPO / name for name in COMPOSE_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # and the check is not vacuous: a condition Compose does not know fails it
+    broken = compose()
+    broken["services"]["worker"]["depends_on"]["migrate"]["condition"] = "service_finished"
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    assert check(tmp_path / "docker-compose.yml").returncode != 0
+
 
 def test_compose_worker_holds_every_gpu_of_the_node_and_runs_the_supervisor():
     worker = compose()["services"]["worker"]
@@ -259,17 +661,71 @@ def test_compose_worker_holds_every_gpu_of_the_node_and_runs_the_supervisor():
     assert "device_ids" not in devices[0]
 
 
-def test_compose_default_file_publishes_nothing_and_migrates_first():
+def test_compose_builds_one_image_that_every_genq_service_runs():
+    services = genq_services()
+    assert set(services) == {"migrate", "worker", "ui"}
+    assert len({s.get("image") for s in services.values()}) == 1, {n: s.get("image") for n, s in services.items()}
+    image = services["worker"]["image"]
+    assert image == f"genq:{pyproject_version()}" or re.fullmatch(r"genq@sha256:[0-9a-f]{64}", image), image
+    # one build, on the service every node runs (join nodes start only `worker`)
+    assert [name for name, s in services.items() if "build" in s] == ["worker"]
+    assert services["worker"]["build"] in (".", {"context": "."})
+
+
+def test_compose_third_party_images_are_pinned():
+    for name, service in compose()["services"].items():
+        if name not in genq_services():
+            assert_pinned(service["image"])
+
+
+def test_compose_long_running_services_restart_and_one_shots_do_not():
+    """After a reboot the daemon starts again exactly the services with a restart policy: all of them
+    but the migration, which has run (and the worker and dashboard wait for it when Compose starts them)."""
+    for name, service in compose()["services"].items():
+        if service.get("command") == ["client", "db", "upgrade"]:
+            assert service.get("restart", "no") == "no", name
+        else:
+            assert service.get("restart") in ("always", "unless-stopped"), name
+
+
+def test_compose_services_wait_for_healthy_stores_and_the_migration():
+    services = compose()["services"]
+    for store in ("redis", "postgres"):
+        test = services[store]["healthcheck"]["test"]
+        assert test and test != ["NONE"] and not services[store]["healthcheck"].get("disable"), store
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("worker", "ui"):
+        depends = services[name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_compose_publishes_only_the_dashboard_on_loopback_and_migrates_first():
     services = compose()["services"]
     for name, service in services.items():
-        assert "ports" not in service, name
+        assert "ports" not in service or name == "ui", name
         assert "network_mode" not in service, name  # host networking would publish everything
+    assert services["ui"]["ports"] == ["127.0.0.1:8265:8265"]
     assert services["migrate"]["command"] == ["client", "db", "upgrade"]
-    assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert services["worker"]["user"] == services["migrate"]["user"] == "genq"
+    assert services["worker"]["user"] == services["migrate"]["user"] == services["ui"]["user"] == "genq"
     env = services["worker"]["environment"]
     assert "artifacts:" + env["GENQ_ARTIFACT_ROOT"] in services["worker"]["volumes"]
+    assert "artifacts:" + env["GENQ_ARTIFACT_ROOT"] in services["ui"]["volumes"]
     assert "artifacts" in compose()["volumes"]
+
+
+def test_compose_dashboard_requires_its_token_from_env():
+    ui = compose()["services"]["ui"]
+    name, params = client_command(ui["command"])
+    assert name == "ui" and params["host"] == "0.0.0.0" and params["port"] == 8265
+    assert re.fullmatch(r"\$\{GENQ_UI_TOKEN:\?[^}]+\}", ui["environment"]["GENQ_UI_TOKEN"])
+    worker_env = compose()["services"]["worker"]["environment"]
+    assert {k: v for k, v in ui["environment"].items() if k != "GENQ_UI_TOKEN"} == worker_env
+    assert "GENQ_UI_TOKEN" not in worker_env
+    # its own health check (the image's is a worker's): /metrics, with the token
+    check = " ".join(ui["healthcheck"]["test"])
+    assert "/metrics" in check and "Bearer" in check and "GENQ_UI_TOKEN" in check and ":8265" in check
 
 
 def test_compose_passes_optional_settings_through_as_empty_meaning_default():
@@ -296,6 +752,8 @@ def test_compose_primary_override_publishes_only_on_a_required_address():
             assert re.fullmatch(r"\$\{PUBLISH_ADDR:\?[^}]+\}:\d+:\d+", port), (name, port)
     target = compose()["services"]["worker"]["environment"]["GENQ_ARTIFACT_ROOT"]
     assert [v.rsplit(":", 1)[1] for v in primary["worker"]["volumes"]] == [target]
+    # the dashboard shows the shared folder too
+    assert primary["ui"]["volumes"] == primary["worker"]["volumes"]
 
 
 def test_compose_join_override_points_the_worker_at_the_first_node():
@@ -309,21 +767,25 @@ def test_compose_join_override_points_the_worker_at_the_first_node():
     assert [v.rsplit(":", 1)[1] for v in join["worker"]["volumes"]] == [target]
 
 
-@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.primary.yml", "docker-compose.join.yml"])
+@pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_compose_files_hold_no_password(name):
     text = (REPO / name).read_text()
     for url in re.findall(r"\w+(?:\+\w+)?://\S+", text):
-        userinfo = url.split("://", 1)[1].partition("@")[0]
-        if ":" in userinfo:
+        userinfo, at, _ = url.split("://", 1)[1].partition("@")
+        if at and ":" in userinfo:  # user:password@ (not host:port)
             assert userinfo.split(":", 1)[1].startswith("${"), url
 
 
-def test_env_example_documents_the_multi_node_variables_without_values():
+def test_env_example_documents_every_variable_compose_requires_without_values():
     text = (REPO / ".env.example").read_text()
     for variable in ("PUBLISH_ADDR", "PRIMARY_NODE", "SHARED_ARTIFACTS", "NODE_NAME", "COMPOSE_FILE"):
         assert re.search(rf"^#{variable}=", text, re.MULTILINE), variable
+    required = {v for name in COMPOSE_FILES for v in re.findall(r"\$\{(\w+):\?", (REPO / name).read_text())}
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "GENQ_UI_TOKEN"} <= required
+    for variable in required:
+        assert re.search(rf"^#?{variable}=", text, re.MULTILINE), f"{variable} (required by Compose) is not in .env.example"
     active = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert active == ["POSTGRES_PASSWORD=", "REDIS_PASSWORD="]
+    assert active == ["POSTGRES_PASSWORD=", "REDIS_PASSWORD=", "GENQ_UI_TOKEN="]
 
 
 # -- the README tells the same story -------------------------------------------------------------------------
@@ -334,7 +796,15 @@ def test_readme_section_describes_this_deployment():
     assert match, "README lacks the section '## Many GPUs, many machines'"
     section = match.group(1)
     for needle in ("genq-worker --gpus all", "client workers", ":gpu0", "docker-compose.primary.yml",
-                   "docker-compose.join.yml", "nvidia.com/gpu", "KEDA", "deploy/k8s"):
+                   "docker-compose.join.yml", "nvidia.com/gpu", "KEDA", "deploy/k8s", "GENQ_UI_TOKEN",
+                   "127.0.0.1:8265", "digest"):
         assert needle in section, needle
     assert "largest of its triggers" in section  # the KEDA caveat
     assert "count: all" in section and "same GPU" in section  # why not --scale
+
+
+def test_k8s_readme_lists_every_manifest_and_says_how_upgrades_migrate():
+    text = (K8S / "README.md").read_text()
+    table = set(re.findall(r"^\| `([\w.-]+\.yaml)` \|", text, re.MULTILINE))
+    assert table == {path.name for path in k8s_files()}  # one row per file, none for a file that is gone
+    assert re.search(r"^#+ Upgrades", text, re.MULTILINE) and "init container" in text
