@@ -3,7 +3,7 @@
     python -m bench.queue_overhead [--jobs 200] [--stores sqlite,postgresql]
 
 Per store (a temp SQLite file; a fresh PostgreSQL database, dropped after): one real `genq-worker`
-(solo pool, GENQ_TORCH_THREADS=1) on a private queue, its model cache warmed by one job; then --jobs
+(threads pool of one, GENQ_TORCH_THREADS=1) on a private queue, its model cache warmed by one job; then --jobs
 one-step 64x64 `sd` jobs on the tiny model, submitted in this process through the CLI's path
 (validate, INSERT + COMMIT, send the id to Redis), and waited for until all are terminal in SQL.
 Job i's overhead = finished_at(i) - finished_at(i-1) (the first: from the first submit) - its run

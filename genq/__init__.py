@@ -1,6 +1,9 @@
 """genq: a batch job runner for generative-model work.
 
 `from genq import Client` is its Python API (genq.api); importing genq alone loads nothing else.
+`genq.app` (also `genq.celery`) is genq's Celery app, made on first use from the same settings as every
+genq command (GENQ_BROKER_URL, the home's password): what `celery -A genq inspect ping` and Celery's
+other tools (`status`, `inspect active`, Flower) find.
 
 The repository keeps its four parts at the top (core/, client/, worker/, migrations/); they are
 installed as genq.core, genq.client, genq.worker and genq.migrations (see setup.py).
@@ -14,6 +17,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 
 _API = ("Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError", "NotFound")
+_CELERY_APP = ("app", "celery")  # the names `celery -A genq` looks for
 
 
 def __getattr__(name: str):
@@ -21,4 +25,11 @@ def __getattr__(name: str):
         from genq import api
 
         return getattr(api, name)
+    if name in _CELERY_APP:
+        from genq.core.broker import make_app
+        from genq.core.config import load_settings
+
+        app = make_app(load_settings())
+        globals().update(dict.fromkeys(_CELERY_APP, app))  # made once: later lookups find it here
+        return app
     raise AttributeError(f"module 'genq' has no attribute {name!r}")

@@ -1,7 +1,10 @@
 """One worker process of `genq-worker` (genq.worker.supervisor starts one per GPU or CPU slot).
 
-A Celery worker with the settings long GPU jobs need: solo pool (CUDA cannot live in a forked
-child), prefetch 1 (no hoarding of long jobs), the queues of GENQ_WORKER_QUEUES. Its environment
+A Celery worker with the settings long GPU jobs need: the threads pool with one thread (no fork, so
+CUDA is never initialised in a forked parent; unlike the solo pool, the worker's main thread keeps
+answering Celery's control channel, `celery -A genq inspect ping`, while a job runs), prefetch 1 (no
+hoarding of long jobs: with acks_late the running job's message stays unacknowledged, so nothing more
+is reserved until it ends), the queues of GENQ_WORKER_QUEUES. Its environment
 comes from the supervisor: GENQ_WORKER_NAME, GENQ_DEVICE, CUDA_VISIBLE_DEVICES, and GENQ_PRELOAD,
 GENQ_TORCH_THREADS when set. Arguments are `celery worker` options.
 
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.preload:
         preload(app, settings)
     try:
-        app.worker_main(["worker", "--pool", "solo", "--prefetch-multiplier", "1",
+        app.worker_main(["worker", "--pool", "threads", "--concurrency", "1", "--prefetch-multiplier", "1",
                          "--queues", ",".join(settings.worker_queues), "--hostname", celery_hostname(settings),
                          "--loglevel", "INFO", "--without-gossip", "--without-mingle", *argv])
     except click.ClickException as exc:  # Celery's command line: an option it does not know, a bad value

@@ -406,7 +406,7 @@ class Supervisor:
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def command(gpus: str | None, processes: int | None, queues: str | None, preload: str | None, grace: float,
             celery_args: tuple[str, ...]) -> int:
-    """Run genq workers: one process per GPU, or N on the CPU, each a Celery worker (solo pool, prefetch 1)
+    """Run genq workers: one process per GPU, or N on the CPU, each a Celery worker (threads pool of one, prefetch 1)
     that is started again when it dies.
 
     \b
