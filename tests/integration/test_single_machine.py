@@ -311,10 +311,12 @@ def test_compose_file_holds_no_password_and_requires_one_from_env():
     assert "${POSTGRES_PASSWORD:?" in env["GENQ_DATABASE_URL"] and "@postgres:5432/" in env["GENQ_DATABASE_URL"]
     assert "${REDIS_PASSWORD:?" in env["GENQ_BROKER_URL"] and "@redis:6379/" in env["GENQ_BROKER_URL"]
     assert services["migrate"]["environment"] == env
-    # .env.example names both, with no value: the user writes their own .env
+    # so is the dashboard's token
+    assert services["ui"]["environment"]["GENQ_UI_TOKEN"].startswith("${GENQ_UI_TOKEN:?")
+    # .env.example names all three, with no value: the user writes their own .env
     example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
-    assert example == {"POSTGRES_PASSWORD": "", "REDIS_PASSWORD": ""}
+    assert example == {"POSTGRES_PASSWORD": "", "REDIS_PASSWORD": "", "GENQ_UI_TOKEN": ""}
 
 
 def test_compose_redis_requires_the_password_and_its_healthcheck_uses_it():
@@ -327,10 +329,13 @@ def test_compose_redis_requires_the_password_and_its_healthcheck_uses_it():
     assert "redis-cli" in check and "REDIS_PASSWORD" in check and "PONG" in check
 
 
-def test_compose_publishes_no_port_and_runs_no_container_as_root():
+def test_compose_publishes_no_port_but_the_dashboards_on_this_machine_and_runs_no_container_as_root():
     services = compose()["services"]
     for name, service in services.items():
-        assert "ports" not in service, name
+        if name == "ui":  # the dashboard, on this machine's loopback only (its token required)
+            assert service["ports"] == ["127.0.0.1:8265:8265"], service["ports"]
+        else:
+            assert "ports" not in service, name
         assert str(service.get("user", "")).split(":")[0] not in ("root", "0"), name
     assert services["worker"]["user"] == "genq" and services["migrate"]["user"] == "genq"
     dockerfile = (REPO / "Dockerfile").read_text()
