@@ -29,6 +29,7 @@ PRIORITY_SEPARATOR = ":"  # kombu's Redis transport option `sep`: priority lists
 PRIORITY_STEPS = list(range(10))  # kombu's Redis transport option `priority_steps`: one list per priority
 
 RUN_JOB_TASK = "genq.run_job"
+BrokerApp = Celery  # what make_app returns; the engine knows it by this name, never by Celery's
 
 
 def make_app(settings: Settings | None = None) -> Celery:

@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Sequence
 
-from celery import Celery
-
-from genq.core.broker import SEND_RETRY_S, BrokerUnavailable, make_app, publish
+from genq.core.broker import SEND_RETRY_S, BrokerApp, BrokerUnavailable, make_app, publish
 from genq.core.config import Settings
 from genq.core.params import JobParams, RunOptions
 from genq.core.retry import is_transient, retrying
@@ -70,13 +68,13 @@ class Cancelled:
 class Lifecycle:
     """The verbs over one store. `app` (the Celery app) is made on first use: only a wake needs it."""
 
-    def __init__(self, store: JobStore, settings: Settings, app: Celery | None = None) -> None:
+    def __init__(self, store: JobStore, settings: Settings, app: BrokerApp | None = None) -> None:
         self.store, self.settings = store, settings
         if app is not None:
             self.app = app
 
     @cached_property
-    def app(self) -> Celery:
+    def app(self) -> BrokerApp:
         return make_app(self.settings)
 
     @cached_property

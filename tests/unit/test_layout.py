@@ -5,6 +5,8 @@
 - The dashboard (client/ui/) holds no SQL: it reads through the read model.
 - Outside core/kinds/ and the kinds' run modules (core/vae/, core/sd/), no code names a kind or one
   of its artifacts or metrics (docstrings may, as examples).
+- In core/, only broker.py and retry.py import Celery or kombu: the engine sends wake-ups through
+  broker.py, and the kinds and their run modules never see the broker.
 - The test-only fault points are not imported by the worker's or the CLI's modules.
 """
 from __future__ import annotations
@@ -88,3 +90,10 @@ def test_the_worker_and_the_cli_do_not_import_the_test_fault_points():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_in_core_only_the_broker_and_retry_modules_import_celery_or_kombu():
+    offenders = [f"{path.relative_to(REPO)}: {module}" for path in sorted((REPO / "core").rglob("*.py"))
+                 if path.name not in ("broker.py", "retry.py") or path.parent != REPO / "core"
+                 for module in imported_modules(path) if module.split(".")[0] in ("celery", "kombu")]
+    assert offenders == []
