@@ -43,6 +43,9 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Task events (received, started, succeeded/failed/retried) for Celery's monitors: Flower and
+        # `celery -A genq events` show each job's task with its outcome (worker/tasks.py: task_outcome)
+        worker_send_task_events=True,
         task_default_queue=settings.queue,  # every send names the job's own queue (publish, below)
         # Priorities on Redis: one list per priority step, the list of step 0 popped first.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,

@@ -189,10 +189,11 @@ class Lifecycle:
         return Outcome(JobStatus.QUEUED, {"error": message, "failed_runs": job.failed_runs + 1,
                                           "run_after": db_now_plus(delay), "last_sent_at": None}, reason)
 
-    def finish(self, job_id: str, attempt: int, outcome: Outcome, worker: str, writes: RunWrites | None = None) -> bool:
+    def finish(self, job_id: str, attempt: int, outcome: Outcome, worker: str,
+               writes: RunWrites | None = None) -> Outcome | None:
         """The run's final transition with its last pending writes (retried through a database blip,
-        the result kept in memory), then the jobs that waited for it. False when the run no longer
-        held the job: nothing was recorded."""
+        the result kept in memory), then the jobs that waited for it. The outcome recorded (a cancel
+        asked meanwhile wins over a retry); None when the run no longer held the job: nothing was recorded."""
         def record(outcome: Outcome, only_if=None) -> None:
             retrying(lambda: self.store.finish(job_id, attempt, outcome.status, worker, outcome.reason, outcome.values,
                                                writes, only_if), self.settings.retry_for_s,
@@ -208,13 +209,13 @@ class Lifecycle:
                 record(outcome)
         except TransitionError as exc:
             log.warning("job %s finished on this worker but was no longer its (%s)", job_id, exc)
-            return False
+            return None
         log.info("job %s %s", job_id, outcome.status.value)
         if outcome.status is JobStatus.QUEUED:
-            return True  # a retry: the reconciler sends it once its back-off has passed
+            return outcome  # a retry: the reconciler sends it once its back-off has passed
         fault_point("after-finish", job_id)
         self.release_dependents(job_id, worker, self.settings.retry_for_s)
-        return True
+        return outcome
 
     @staticmethod
     def cancelled_instead(retry: Outcome) -> Outcome:

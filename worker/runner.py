@@ -29,6 +29,16 @@ from genq.worker.run_context import JobSuperseded, RunContext, StoreLost, TimeLi
 log = logging.getLogger("genq.worker")
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What one delivery of a job's message came to, as Celery's task state reports it: the job's
+    status as this delivery left it (or found it, when the delivery was dropped) and why."""
+
+    status: JobStatus | None  # None: no such job
+    reason: str
+    ran: bool = False  # this delivery ran the job (or ran it in a batch with others)
+
+
 class KindNotInstalled(LookupError):
     """The job's kind is not installed on this worker (its message says which kinds are)."""
 
@@ -68,12 +78,12 @@ class JobRunner:
     def me(self) -> str:
         return self.settings.worker_name
 
-    def execute(self, job_id: str) -> None:
+    def execute(self, job_id: str) -> Delivery:
         device = prepare_torch(self.settings)
         where = self._where(device)
         job = self._claim(job_id, where)
-        if job is None:
-            return
+        if isinstance(job, Delivery):
+            return job
         attempt = job.attempts
         # Every claimed job keeps its lease from here: its heartbeat runs until its end is recorded
         # (a run retrying its final write keeps its lease), or, in a batch, until that job ends.
@@ -87,16 +97,19 @@ class JobRunner:
                 self.presence.busy(job_id)
             try:
                 if len(members) == 1:
-                    self._run_alone(job, attempt, device, heartbeats[job_id])
+                    ended = self._run_alone(job, attempt, device, heartbeats[job_id])
                 else:
-                    self._run_together(job, members, device, heartbeats)
+                    ended = self._run_together(job, members, device, heartbeats)
             finally:
                 if self.presence:
                     self.presence.idle(len(members))
+        if ended is None:
+            return Delivery(None, f"this run lost job {job_id} (superseded, or its store was lost): nothing recorded")
+        return Delivery(ended.status, ended.reason or ended.status.value, ran=True)
 
-    def _claim(self, job_id: str, where: str) -> JobRow | None:
-        """The claimed job's row, or None when this delivery is to be dropped. The usual case is one
-        statement (the claim); the job is read only when the claim fails, to learn why."""
+    def _claim(self, job_id: str, where: str) -> JobRow | Delivery:
+        """The claimed job's row, or why this delivery is dropped. The usual case is one statement
+        (the claim); the job is read only when the claim fails, to learn why."""
         me, queues = self.me, self.settings.worker_queues
         job = self.lifecycle.claim(job_id, me, where, queues)
         if job is not None:
@@ -104,24 +117,36 @@ class JobRunner:
         job = self.store.get(job_id)
         if job is None:
             log.warning("message for unknown job %s dropped", job_id)
-            return None
+            return Delivery(None, f"no job {job_id}: message dropped")
         if job.status == JobStatus.RUNNING.value:
             if self.lifecycle.take_over(job, me) is not JobStatus.QUEUED:
                 log.info("job %s is running on %s: message dropped (its lease is live, or it ended)",
                          job_id, job.worker_host)
-                return None
-            job = self.lifecycle.claim(job_id, me, where, queues)
-            if job is None:
+                return self._dropped(job_id, f"running on {job.worker_host}, or ended")
+            claimed = self.lifecycle.claim(job_id, me, where, queues)
+            if claimed is None:
                 log.info("job %s was claimed by another delivery", job_id)
-            return job
+                return self._dropped(job_id, "claimed by another delivery")
+            return claimed
         if job.status == JobStatus.QUEUED.value and job.queue not in queues:
             log.warning("job %s is for queue %s, which this worker does not consume: message dropped (the "
                         "reconciler sends it to its queue)", job_id, job.queue)
+            reason = f"for queue {job.queue}, which this worker does not consume"
         elif job.status == JobStatus.QUEUED.value:
             log.info("job %s retries later, or another delivery claimed it: message dropped", job_id)
+            reason = "retries later, or another delivery claimed it"
         else:
             log.info("job %s is %s: message dropped", job_id, job.status)
-        return None
+            return Delivery(JobStatus(job.status), job.error or job.status)
+        return Delivery(JobStatus(job.status), f"message dropped: {reason}")
+
+    def _dropped(self, job_id: str, reason: str) -> Delivery:
+        """A dropped delivery of a job that another run holds or ended: its status as it is now."""
+        job = self.store.get(job_id)
+        status = JobStatus(job.status) if job else None
+        if status is not None and status.finished:
+            return Delivery(status, job.error or job.status)
+        return Delivery(status, f"message dropped: {reason}")
 
     def _where(self, device: str) -> str:
         """The device of a claimed run as the job's history shows it: "cuda:0 (NVIDIA H100 80GB HBM3)", "cpu"."""
@@ -131,7 +156,7 @@ class JobRunner:
         return f"{identity.device} ({identity.device_name})" if identity.device.startswith("cuda") else identity.device
 
     # -- one job -------------------------------------------------------------------------
-    def _run_alone(self, job: JobRow, attempt: int, device: str, heartbeat: Heartbeat) -> None:
+    def _run_alone(self, job: JobRow, attempt: int, device: str, heartbeat: Heartbeat) -> Outcome | None:
         started = time.monotonic()
         ctx = None
         try:
@@ -142,7 +167,7 @@ class JobRunner:
             result = run_function(job.kind)(params, ctx) or {}
         except Exception as exc:
             result = exc
-        self._finish(job, attempt, self._outcome(job, attempt, result, started), ctx=ctx)
+        return self._finish(job, attempt, self._outcome(job, attempt, result, started), ctx=ctx)
 
     def _context(self, job, attempt: int, heartbeat: Heartbeat, device: str) -> RunContext:
         deadline = time.monotonic() + job.time_limit_s if job.time_limit_s else None
@@ -189,13 +214,14 @@ class JobRunner:
             return []
 
     def _run_together(self, first: JobRow, members: list[tuple[str, int]], device: str,
-                      heartbeats: dict[str, Heartbeat]) -> None:
+                      heartbeats: dict[str, Heartbeat]) -> Outcome | None:
         """Run claimed jobs as one batch; each job's end is recorded as soon as it is known (a job
-        cancelled mid-batch ends `cancelled` at that step while the others go on)."""
+        cancelled mid-batch ends `cancelled` at that step while the others go on). The first job's
+        recorded outcome: the one whose message this is."""
         kind = first.kind
         log.info("running %d %s jobs as one batch: %s", len(members), kind, ", ".join(job_id[:8] for job_id, _ in members))
         started = time.monotonic()
-        entries, owners = [], []
+        entries, owners, recorded = [], [], {}
         for job_id, attempt in members:
             heartbeat = heartbeats[job_id]
             job = first if job_id == first.id else self.store.get(job_id)
@@ -203,7 +229,7 @@ class JobRunner:
                 ctx = self._context(job, attempt, heartbeat, device)
                 params = params_from_json(kind, job.params, self.settings)
             except Exception as exc:  # this job's own inputs: it fails alone
-                self._finish(job, attempt, self._outcome(job, attempt, exc, started), heartbeat)
+                recorded[job_id] = self._finish(job, attempt, self._outcome(job, attempt, exc, started), heartbeat)
                 continue
             entries.append((params, ctx))
             owners.append((job, attempt, heartbeat, ctx))
@@ -212,14 +238,15 @@ class JobRunner:
             for index, result in batch_function(kind)(entries):
                 ended.add(index)
                 job, attempt, heartbeat, ctx = owners[index]
-                self._finish(job, attempt, self._outcome(job, attempt, result, started), heartbeat, ctx)
+                recorded[job.id] = self._finish(job, attempt, self._outcome(job, attempt, result, started), heartbeat, ctx)
         except Exception as exc:  # the batch itself broke: it ends every job not ended yet
             broke = exc
         else:
             broke = RuntimeError("the batch ended without a result for this job")
         for index, (job, attempt, heartbeat, ctx) in enumerate(owners):
             if index not in ended:
-                self._finish(job, attempt, self._outcome(job, attempt, broke, started), heartbeat, ctx)
+                recorded[job.id] = self._finish(job, attempt, self._outcome(job, attempt, broke, started), heartbeat, ctx)
+        return recorded.get(first.id)
 
     # -- the end of a run ----------------------------------------------------------------
     def _outcome(self, job, attempt: int, result: dict | BaseException, started: float) -> Outcome | None:
@@ -245,13 +272,16 @@ class JobRunner:
         return outcome
 
     def _finish(self, job, attempt: int, outcome: Outcome | None, heartbeat: Heartbeat | None = None,
-                ctx: RunContext | None = None) -> None:
-        """Record the run's end with what it has not written yet; then, in a batch, end its heartbeat."""
+                ctx: RunContext | None = None) -> Outcome | None:
+        """Record the run's end with what it has not written yet; then, in a batch, end its heartbeat.
+        The outcome recorded, None when nothing was (the run had lost the job)."""
         writes = ctx.take_pending() if ctx is not None else None
+        recorded = None
         if outcome is not None:
-            self.lifecycle.finish(job.id, attempt, outcome, self.me, writes)
+            recorded = self.lifecycle.finish(job.id, attempt, outcome, self.me, writes)
         if heartbeat is not None:
             heartbeat.__exit__(None, None, None)  # this job is done; the others of its batch go on
+        return recorded
 
     def _safe_log(self, job_id: str, attempt: int, message: str) -> None:
         log.error("[%s] %s", job_id[:8], message)

@@ -5,7 +5,7 @@ import logging
 import time
 
 from celery import Celery, signals
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 
 from genq.core.broker import RUN_JOB_TASK, make_app
 from genq.core.cache import ModelCache
@@ -15,14 +15,37 @@ from genq.core.retry import is_transient
 from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.db import StoreUnreachable, check_schema, make_engine, session_factory
 from genq.core.store.jobs import JobStore
+from genq.core.store.states import JobStatus
 from genq.core.store.workers import worker_registry
 from genq.worker.liveness import Reconciler
 from genq.worker.presence import Presence, describe
-from genq.worker.runner import JobRunner, prepare_torch
+from genq.worker.runner import Delivery, JobRunner, prepare_torch
 
 log = logging.getLogger("genq.worker")
 REQUEUE_PAUSE_S = 1.0  # before handing back a message whose job could not be read (database down)
 FIRST_WAIT_S, LONGEST_WAIT_S = 1.0, 30.0  # back-off while waiting for the database at start
+
+
+class JobFailed(Exception):
+    """The job failed: the task's FAILURE in Celery's events (Flower), with the job's error."""
+
+
+class JobCancelled(Exception):
+    """The job was cancelled: the task's FAILURE in Celery's events, with the reason."""
+
+
+def task_outcome(delivery: Delivery) -> str:
+    """The job's outcome as Celery's task state: succeeded returns (SUCCESS), failed and cancelled
+    raise (FAILURE), a failed run to be retried raises Retry (RETRY; genq itself sends the job again
+    after its back-off, Celery sends nothing). A dropped delivery of a job that is queued or running
+    elsewhere is SUCCESS, its result saying why it was dropped."""
+    if delivery.status is JobStatus.FAILED:
+        raise JobFailed(delivery.reason)
+    if delivery.status is JobStatus.CANCELLED:
+        raise JobCancelled(delivery.reason)
+    if delivery.status is JobStatus.QUEUED and delivery.ran:
+        raise Retry(delivery.reason)
+    return delivery.reason
 
 
 def wait_for_the_store(engine, settings: Settings) -> None:
@@ -59,21 +82,23 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     runner = build_runner(app, settings)
     reconciler = Reconciler(runner.lifecycle, settings.worker_name)
 
-    @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def run_job(self, job_id: str) -> None:
+    # throws: a job's own failure is an expected end, logged in one line (its traceback is in the job's log)
+    @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed, JobCancelled))
+    def run_job(self, job_id: str) -> str:
         from genq.core.params import MAX_JOB_ID_LENGTH, short_repr
 
         if not (isinstance(job_id, str) and 0 < len(job_id) <= MAX_JOB_ID_LENGTH and job_id.isprintable()):
             log.warning("dropped a message whose argument is not a job id: %s", short_repr(job_id, 200))
-            return
+            return "dropped: not a job id"
         try:
-            runner.execute(job_id)
+            delivery = runner.execute(job_id)
         except Exception as exc:
             if not is_transient(exc):
                 raise
             log.warning("job %s: the store is unreachable (%s); handing the message back", job_id, type(exc).__name__)
             time.sleep(REQUEUE_PAUSE_S)
             raise Reject(str(exc), requeue=True) from exc
+        return task_outcome(delivery)
 
     @signals.worker_ready.connect(weak=False)
     def _start_reconciler(**_):
