@@ -14,12 +14,8 @@ RUN python -c "import tomllib; deps = tomllib.load(open('/opt/genq/src/pyproject
  && rm /tmp/requirements.txt
 
 # 2. genq itself, on top, without touching the dependencies.
-COPY setup.py README.md /opt/genq/src/
-COPY genq /opt/genq/src/genq
-COPY core /opt/genq/src/core
-COPY worker /opt/genq/src/worker
-COPY client /opt/genq/src/client
-COPY migrations /opt/genq/src/migrations
+COPY README.md /opt/genq/src/
+COPY src /opt/genq/src/src
 RUN pip install --no-cache-dir --no-deps /opt/genq/src
 
 # A non-root user (uid 10001, the one deploy/k8s runs as) that owns GENQ_HOME and the folders the
@@ -39,7 +35,7 @@ ENV GENQ_HOME=/var/lib/genq \
     HF_HOME=/var/lib/genq/data/huggingface \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     PYTHONSAFEPATH=1
-# Not /opt/genq/src: from there `python -m` would import its genq/ folder, which lacks genq.worker.
+# Not /opt/genq/src: `python -m` would import the source folder there instead of the installed package.
 WORKDIR /var/lib/genq
 USER genq
 

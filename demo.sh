@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/client ]; then
+  echo "== installing genq and its dependencies into .venv (PyTorch's default build is ~6 GB with CUDA;"
+  echo "   set GENQ_TORCH_INDEX=https://download.pytorch.org/whl/cpu for its CPU build, under 1 GB, on a machine without a GPU)"
   python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install --progress-bar on --upgrade pip
+  if [ -n "${GENQ_TORCH_INDEX:-}" ]; then
+    .venv/bin/pip install --progress-bar on --index-url "$GENQ_TORCH_INDEX" torch==2.14.1 torchvision==0.29.1 \
+      || echo "== $GENQ_TORCH_INDEX did not serve torch 2.14.1: installing the default build instead"
+  fi
+  .venv/bin/pip install --progress-bar on -e '.[dev]'
 fi
 client=.venv/bin/client
 # One torch thread for the demo's worker (override with GENQ_TORCH_THREADS=N): on this 2-core machine

@@ -45,7 +45,7 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def source_files(part: str) -> set[str]:
-    root = REPO / part
+    root = REPO / "src" / "genq" / part
     return {f"genq/{part}/{p.relative_to(root)}" for p in root.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts and p.suffix in PACKAGED}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PARTS = ("core", "client", "worker", "migrations")
-SOURCE_FOLDERS = ("genq", *PARTS, "tests", "bench")
+SOURCE_FOLDERS = ("src", "tests", "bench")
 
 
 def bare_imports(path: Path) -> list[str]:
@@ -37,7 +37,7 @@ def test_the_check_sees_a_bare_import(tmp_path):
 
 def test_every_package_folder_is_a_regular_package():
     """Sub-folders with Python code carry an __init__.py, so they behave alike installed and in the tree."""
-    missing = [str(folder.relative_to(REPO)) for part in ("genq", *PARTS) for folder in [REPO / part, *(REPO / part).rglob("*")]
+    missing = [str(folder.relative_to(REPO)) for folder in [REPO / "src" / "genq", *(REPO / "src" / "genq").rglob("*")]
                if folder.is_dir() and folder.name != "__pycache__" and any(folder.glob("*.py"))
                and not (folder / "__init__.py").exists()]
     assert missing == []

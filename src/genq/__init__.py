@@ -5,8 +5,7 @@
 genq command (GENQ_BROKER_URL, the home's password): what `celery -A genq inspect ping` and Celery's
 other tools (`status`, `inspect active`, Flower) find.
 
-The repository keeps its four parts at the top (core/, client/, worker/, migrations/); they are
-installed as genq.core, genq.client, genq.worker and genq.migrations (see setup.py).
+Its four parts: genq.core (no Celery but its broker), genq.worker, genq.client and genq.migrations.
 """
 from importlib.metadata import PackageNotFoundError, version
 
