@@ -665,12 +665,15 @@ class Chaos:
             pushed = len(lists) * len(MALFORMED_RAW) + len(ids)
             self.submit_aside(fault, self.next_label("malformed probe"))  # a job behind them, whatever the backlog
 
-            def left() -> int:
-                waiting = [raw for key in lists for raw in client.lrange(key, 0, -1)]
-                return sum(1 for raw in waiting if raw in MALFORMED_RAW or any(i.encode() in raw for i in ids))
+            def left_by_queue() -> dict[str, int]:
+                return {queue: sum(1 for key in priority_lists(queue) for raw in client.lrange(key, 0, -1)
+                                   if raw in MALFORMED_RAW or any(i.encode() in raw for i in ids))
+                        for queue in self.inst.queues}
 
             deadline = time.monotonic() + PRECONDITION_WAIT_S * 3
-            while (remaining := left()) and time.monotonic() < deadline:
+            busy_seen = 0  # the most workers seen running a job at once in the window: a busy worker pops nothing
+            while (remaining := sum((by_queue := left_by_queue()).values())) and time.monotonic() < deadline:
+                busy_seen = max(busy_seen, len(self.inst.running_jobs()))
                 time.sleep(0.2)
         finally:
             app.close()
@@ -681,7 +684,8 @@ class Chaos:
         fault.took_s = took
         fault.detail = (f"{pushed} malformed messages on {len(lists)} lists of {', '.join(self.inst.queues)}: "
                         + (f"all taken off in {took:.1f} s" if not remaining else f"{remaining} still there after "
-                           f"{took:.0f} s") + f", {drops} drop(s) logged")
+                           f"{took:.0f} s (by queue: {by_queue}; up to {busy_seen} job(s) running at once)")
+                        + f", {drops} drop(s) logged")
         if remaining:
             fault.problem = f"{remaining} malformed message(s) were never taken off their queue"
         return fault

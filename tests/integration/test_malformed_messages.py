@@ -38,7 +38,7 @@ MALFORMED = [
     envelope(headers={"task": [RUN_JOB_TASK], "id": "a-job.0"}),  # an unhashable task name
     envelope(headers={"task": RUN_JOB_TASK}),  # no task id
 ]
-NOT_JOB_IDS = [[123], ["x" * 65], ["a\x00b"], [["a-job"]]]
+NOT_JOB_IDS = [[123], ["x" * 65], ["a\x00b"], [["a-job"]], [], ["a-job", "another"]]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -51,7 +51,7 @@ def test_malformed_messages_are_dropped_and_the_same_worker_runs_the_next_job(ge
     for raw in MALFORMED:
         broker.lpush(queue, raw)
     app = make_app(load_settings(genq.env))
-    for args in NOT_JOB_IDS:  # well-formed Celery messages whose argument is not a job id
+    for args in NOT_JOB_IDS:  # well-formed Celery messages whose arguments are not one job id
         app.send_task(RUN_JOB_TASK, args=args, queue=queue)
     app.close()
 
@@ -65,7 +65,7 @@ def test_malformed_messages_are_dropped_and_the_same_worker_runs_the_next_job(ge
     dropped = [line for line in log.splitlines() if "dropped a malformed message" in line]
     assert len(dropped) == len(MALFORMED), "\n".join(dropped)
     assert all(len(line) < 600 for line in dropped)  # the message shown is cut to its first 200 characters
-    assert log.count("dropped a message whose argument is not a job id") == len(NOT_JOB_IDS)
+    assert log.count("dropped a message whose arguments are not one job id") == len(NOT_JOB_IDS)
     unacked = lambda: [raw for raw in broker.hvals("unacked") if json.loads(raw)[2] == queue]  # noqa: E731
     genq.wait_until(lambda: not unacked(), 10, what="every message of the queue to be acknowledged")
     assert broker.llen(queue) == 0  # nothing comes back

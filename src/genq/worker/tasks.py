@@ -84,11 +84,13 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
 
     # throws: a job's own failure is an expected end, logged in one line (its traceback is in the job's log)
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed, JobCancelled))
-    def run_job(self, job_id: str) -> str:
+    def run_job(self, *args, **kwargs) -> str:  # any call is taken: one whose arguments are not one job id is dropped
         from genq.core.params import MAX_JOB_ID_LENGTH, short_repr
 
+        job_id = args[0] if len(args) == 1 and not kwargs else None
         if not (isinstance(job_id, str) and 0 < len(job_id) <= MAX_JOB_ID_LENGTH and job_id.isprintable()):
-            log.warning("dropped a message whose argument is not a job id: %s", short_repr(job_id, 200))
+            call = args[0] if len(args) == 1 and not kwargs else {"args": list(args), "kwargs": kwargs}
+            log.warning("dropped a message whose arguments are not one job id: %s", short_repr(call, 200))
             return "dropped: not a job id"
         try:
             delivery = runner.execute(job_id)
