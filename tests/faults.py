@@ -133,10 +133,12 @@ def postgres_bin_dir() -> Path:
 
 
 class PrivatePostgres(_Helper):
-    """A throwaway PostgreSQL cluster on a free port, trust authentication, listening on 127.0.0.1."""
+    """A throwaway PostgreSQL cluster on a free port, trust authentication, listening on 127.0.0.1; or,
+    given a network namespace (tests/hosts.py), run inside it and listening on its every address."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self, port: int | None = None, netns: str | None = None) -> None:
+        self.netns = netns
+        self.port = port or (5432 if netns else free_port())
         self.bin = postgres_bin_dir()
         # Under /tmp (not pytest's private tmp_path): the postgres user must be able to reach it.
         self.root = Path(tempfile.mkdtemp(prefix="genq-pg-"))
@@ -145,12 +147,16 @@ class PrivatePostgres(_Helper):
         _register(self)
         self._as_postgres_owner(self.root)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        if netns:  # the other hosts of the test bed come in over its networks
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all 0.0.0.0/0 trust\n")
         self.start()
 
     # The server refuses to run as root: run its tools as `postgres` when we are root.
     def _command(self, tool: str, *args: str) -> list[str]:
         command = [str(self.bin / tool), *args]
-        return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+        command = ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+        return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
 
     def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
         result = subprocess.run(self._command(tool, *args), capture_output=True, text=True, timeout=timeout, cwd=self.root)
@@ -167,7 +173,8 @@ class PrivatePostgres(_Helper):
     @property
     def options(self) -> str:
         # fsync=off is safe against process crashes (the kernel keeps the writes); commits stay synchronous.
-        return (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        listen = "'*'" if self.netns else "127.0.0.1"
+        return (f"-p {self.port} -k {self.root} -c listen_addresses={listen} -c fsync=off "
                 f"-c max_connections=200")
 
     def start(self) -> None:
@@ -195,6 +202,9 @@ class PrivatePostgres(_Helper):
     def create_database(self, name: str = "genq") -> str:
         from sqlalchemy import create_engine, text
 
+        if self.netns:  # out of this process's reach: its own client, in the namespace
+            self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", f'CREATE DATABASE "{name}"')
+            return self.url(name)
         engine = create_engine(self.url(), isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as conn:
@@ -231,10 +241,12 @@ def redis_server_binary() -> str:
 
 
 class PrivateRedis(_Helper):
-    """A Redis (or valkey) on a free port that keeps nothing on disk: a restart loses every message."""
+    """A Redis (or valkey) on a free port that keeps nothing on disk: a restart loses every message. Given
+    a network namespace (tests/hosts.py), it runs inside it, listening on its every address."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self, port: int | None = None, binary: str | None = None, netns: str | None = None) -> None:
+        self.netns = netns
+        self.port = port or (6379 if netns else free_port())
         self.binary = binary or redis_server_binary()
         self.root = Path(tempfile.mkdtemp(prefix="genq-redis-"))
         self.process: subprocess.Popen | None = None
@@ -247,9 +259,10 @@ class PrivateRedis(_Helper):
 
     def start(self) -> None:
         log = open(self.root / "log", "ab")
+        command = [self.binary, "--port", str(self.port), "--bind", "0.0.0.0" if self.netns else "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(self.root), "--daemonize", "no", "--protected-mode", "no"]
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.root), "--daemonize", "no", "--protected-mode", "no"],
+            ["ip", "netns", "exec", self.netns, *command] if self.netns else command,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root)
         log.close()
         wait_for(self.ping, 30, f"redis on port {self.port}")
@@ -257,6 +270,12 @@ class PrivateRedis(_Helper):
     def ping(self) -> bool:
         import redis
 
+        if self.netns:  # out of this process's reach: redis-cli, in the namespace
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited {self.process.returncode}:\n{(self.root / 'log').read_text()}")
+            answer = subprocess.run(["ip", "netns", "exec", self.netns, "redis-cli", "-p", str(self.port), "ping"],
+                                    capture_output=True, text=True, timeout=10)
+            return answer.stdout.strip() == "PONG"
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
         try:
             return bool(client.ping())

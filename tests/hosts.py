@@ -1,0 +1,202 @@
+"""A test bed of several hosts on this machine: Linux network namespaces joined by veth pairs.
+
+    cluster 10.77.1.0/24              office 10.77.2.0/24
+    head    10.77.1.1  ─┐          ┌─ head    10.77.2.1
+    node1   10.77.1.11 ─┼ bridge   │
+    node2   10.77.1.12 ─┘          └─ laptop  10.77.2.21
+
+The two bridges live in a namespace of their own (the switch), so no traffic touches this machine's
+own network: the head (PostgreSQL, Redis, the S3 server) is on both, the GPU nodes only on the
+cluster, the laptop only on the office network, so it reaches the head's address and nothing else.
+Every node and the laptop also get a private /tmp (a tmpfs mounted in their own mount namespace):
+their GENQ_HOME, temp files and copies of their inputs live there, and no folder is shared between
+hosts. Cutting a host's link sets its port on the switch down; restoring it brings it back.
+
+Needs root and iproute2 (`ip netns`); `namespaces_refused()` says why not where they are missing.
+Everything made here is removed on close (and at interpreter exit): processes, namespaces, veths.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLUSTER, OFFICE = "cluster", "office"
+SUBNETS = {CLUSTER: "10.77.1", OFFICE: "10.77.2"}
+PRIVATE_TMP_SIZE = "4g"
+_OPEN: list["Bed"] = []
+
+
+def namespaces_refused() -> str | None:
+    """Why this machine cannot build the bed, in a few words; None when it can."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2's `ip` is not installed"
+    probe = f"gqprobe{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"the kernel refused a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+@dataclass(eq=False)
+class Host:
+    """One host: a network namespace, its addresses, its private folder (the bed's, for logs)."""
+
+    bed: "Bed"
+    name: str
+    netns: str
+    addresses: dict[str, str]  # network -> address
+    folder: Path
+    private_tmp: bool
+    ports: dict[str, str] = field(default_factory=dict)  # network -> its port's name on the switch
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def address(self, network: str | None = None) -> str:
+        return self.addresses[network] if network else next(iter(self.addresses.values()))
+
+    def argv(self, command: list[str], setup: str = "") -> list[str]:
+        """`command` run on this host: in its network namespace (whose mount namespace `ip netns exec`
+        makes private), with its own /tmp where it has one, after `setup` (a shell line)."""
+        prelude = []
+        if self.private_tmp:
+            prelude.append(f"mount -t tmpfs -o size={PRIVATE_TMP_SIZE},mode=1777 tmpfs /tmp")
+        if setup:
+            prelude.append(setup)
+        script = " && ".join([*prelude, 'exec "$@"'])
+        return ["ip", "netns", "exec", self.netns, "sh", "-c", script, "sh", *command]
+
+    def run(self, command: list[str], env: dict[str, str] | None = None, timeout: float = 300, setup: str = "",
+            check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.argv(command, setup), env=env, capture_output=True, text=True, timeout=timeout,
+                                cwd=self.folder)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{self.name}: {shlex.join(command)} exited {result.returncode}:\n"
+                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def start(self, command: list[str], log_name: str, env: dict[str, str] | None = None, setup: str = "") -> subprocess.Popen:
+        """A long-running process on this host, in a process group of its own, logging to its folder."""
+        log_path = self.folder / log_name
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(self.argv(command, setup), env=env, cwd=self.folder, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        process.log_path = log_path
+        self.processes.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen, sig: int = 15, timeout: float = 30) -> None:
+        """Signal the process's group and wait; SIGKILL if it does not go in time."""
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, 9)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+
+    def cut(self) -> None:
+        """The host's cables pulled: its ports on the switch go down (its processes go on)."""
+        for port in self.ports.values():
+            ip("-n", self.bed.switch, "link", "set", "dev", port, "down")
+
+    def restore(self) -> None:
+        for port in self.ports.values():
+            ip("-n", self.bed.switch, "link", "set", "dev", port, "up")
+
+    def reachable(self, address: str, port: int, timeout: float = 1.0) -> bool:
+        """Whether a TCP connection from this host to address:port opens."""
+        probe = (f"import socket; s = socket.create_connection(({address!r}, {port}), timeout={timeout}); s.close()")
+        return self.run(["python3", "-c", probe], check=False, timeout=timeout + 10).returncode == 0
+
+
+class Bed:
+    """The namespaces, bridges and veth pairs of one test's hosts. A context manager."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.tag = f"{os.getpid() % 100000:05d}{int(time.monotonic() * 1000) % 100:02d}"
+        # Not under /tmp, which each host's own /tmp hides: logs, and inputs the hosts copy from
+        self.root = Path(root or tempfile.mkdtemp(prefix="genq-hosts-", dir="/var/tmp"))
+        self.switch = f"gq{self.tag}-switch"
+        self.hosts: dict[str, Host] = {}
+        self._veths = 0
+        _OPEN.append(self)
+        ip("netns", "add", self.switch)
+        ip("-n", self.switch, "link", "set", "lo", "up")
+        for bridge in SUBNETS:
+            ip("-n", self.switch, "link", "add", bridge, "type", "bridge")
+            ip("-n", self.switch, "link", "set", bridge, "up")
+
+    def __enter__(self) -> "Bed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def add_host(self, name: str, numbers: dict[str, int], private_tmp: bool = True) -> Host:
+        """A host with one interface on each network of `numbers` (network -> last byte of its address)."""
+        netns = f"gq{self.tag}-{name}"
+        ip("netns", "add", netns)
+        ip("-n", netns, "link", "set", "lo", "up")
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        host = Host(self, name, netns, {}, folder, private_tmp)
+        for index, (network, number) in enumerate(numbers.items()):
+            self._veths += 1
+            inside, port = f"gq{self.tag}{self._veths:02d}h", f"gq{self.tag}{self._veths:02d}s"
+            ip("link", "add", inside, "type", "veth", "peer", "name", port)
+            ip("link", "set", inside, "netns", netns)
+            ip("link", "set", port, "netns", self.switch)
+            ip("-n", netns, "link", "set", inside, "name", f"eth{index}")
+            address = f"{SUBNETS[network]}.{number}"
+            ip("-n", netns, "addr", "add", f"{address}/24", "dev", f"eth{index}")
+            ip("-n", netns, "link", "set", f"eth{index}", "up")
+            ip("-n", self.switch, "link", "set", port, "master", network)
+            ip("-n", self.switch, "link", "set", port, "up")
+            host.addresses[network], host.ports[network] = address, port
+        self.hosts[name] = host
+        return host
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            for process in host.processes:
+                if process.poll() is None:
+                    host.stop(process, 9, timeout=10)
+        for netns in [*(h.netns for h in self.hosts.values()), self.switch]:
+            # Processes still inside (daemons that left their group) go with their namespace's last reference.
+            pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        self.hosts.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self in _OPEN:
+            _OPEN.remove(self)
+
+
+@atexit.register
+def _close_all() -> None:
+    for bed in list(_OPEN):
+        bed.close()
