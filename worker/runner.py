@@ -248,8 +248,12 @@ class JobRunner:
                 ctx: RunContext | None = None) -> None:
         """Record the run's end with what it has not written yet; then, in a batch, end its heartbeat."""
         writes = ctx.take_pending() if ctx is not None else None
-        if outcome is not None:
-            self.lifecycle.finish(job.id, attempt, outcome, self.me, writes)
+        try:
+            if outcome is not None:
+                self.lifecycle.finish(job.id, attempt, outcome, self.me, writes)
+        finally:
+            if ctx is not None:
+                ctx.close()
         if heartbeat is not None:
             heartbeat.__exit__(None, None, None)  # this job is done; the others of its batch go on
 

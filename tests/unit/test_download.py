@@ -6,14 +6,14 @@ import os
 import pytest
 
 from genq.client.download import DownloadRefused, download_artifacts
-from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.artifacts import FolderStore
 from genq.core.store.models import ArtifactRow
 
 JOB = "0b6f2a52-0d53-4cf4-9d38-1f0c5c2d1e11"
 
 
 def stored(root, name: str, data: bytes) -> ArtifactRow:
-    put = ArtifactStore(root).put(JOB, name, data)
+    put = FolderStore(root).put(JOB, name, data)
     return ArtifactRow(job_id=JOB, name=put.name, relative_path=put.relative_path, media_type=put.media_type,
                     size=put.size, sha256=put.sha256)
 
@@ -30,7 +30,7 @@ def store(tmp_path):
 def test_copies_every_artifact_including_subfolders(store, tmp_path):
     rows = [stored(store, "a.json", b"{}"), stored(store, "images/0.png", b"png bytes")]
     out = tmp_path / "out"
-    assert download_artifacts(rows, store, out) == [out / "a.json", out / "images/0.png"]
+    assert download_artifacts(rows, FolderStore(store), out) == [out / "a.json", out / "images/0.png"]
     assert (out / "a.json").read_bytes() == b"{}" and (out / "images/0.png").read_bytes() == b"png bytes"
     assert files_under(out) == ["a.json", "images/0.png"]  # no temp files left
 
@@ -40,7 +40,7 @@ def test_a_changed_file_is_refused_and_nothing_lands_in_the_folder(store, tmp_pa
     (store / JOB / "b.png").write_bytes(b"Original")  # same size, other bytes
     out = tmp_path / "out"
     with pytest.raises(DownloadRefused, match=r"^artifact b.png does not match its recorded sha256: the file was"):
-        download_artifacts(rows, store, out)
+        download_artifacts(rows, FolderStore(store), out)
     assert files_under(out) == []  # a.json verified, but nothing is put in place unless all are
 
 
@@ -48,7 +48,7 @@ def test_a_file_of_another_size_is_refused(store, tmp_path):
     rows = [stored(store, "b.png", b"original")]
     (store / JOB / "b.png").write_bytes(b"longer than before")
     with pytest.raises(DownloadRefused, match="does not match its recorded size"):
-        download_artifacts(rows, store, tmp_path / "out")
+        download_artifacts(rows, FolderStore(store), tmp_path / "out")
     assert files_under(tmp_path / "out") == []
 
 
@@ -62,7 +62,7 @@ def test_a_forged_row_is_refused(store, tmp_path, change):
     for key, value in change.items():
         setattr(row, key, value)
     with pytest.raises(DownloadRefused, match="is refused"):
-        download_artifacts([row], store, tmp_path / "out")
+        download_artifacts([row], FolderStore(store), tmp_path / "out")
     assert files_under(tmp_path / "out") == []
 
 
@@ -80,7 +80,7 @@ def test_a_symlink_in_the_store_is_refused(store, tmp_path, link):
     path.symlink_to({"file": outside / "images" / "0.png", "subfolder": outside / "images",
                      "job folder": outside / JOB}[link])
     with pytest.raises(DownloadRefused, match=f"'{path.name}' in the artifact store is a symbolic link"):
-        download_artifacts([row], store, tmp_path / "out")
+        download_artifacts([row], FolderStore(store), tmp_path / "out")
     assert files_under(tmp_path / "out") == []
 
 
@@ -91,7 +91,7 @@ def test_a_symlinked_subfolder_of_the_target_is_refused(store, tmp_path):
     elsewhere.mkdir()
     (out / "images").symlink_to(elsewhere)
     with pytest.raises(DownloadRefused, match="'images' in the download folder is a symbolic link"):
-        download_artifacts([row], store, out)
+        download_artifacts([row], FolderStore(store), out)
     assert list(elsewhere.iterdir()) == []
 
 
@@ -101,7 +101,7 @@ def test_a_symlink_at_the_target_name_is_replaced_not_followed(store, tmp_path):
     out.mkdir()
     victim.write_text("keep me")
     (out / "a.json").symlink_to(victim)
-    download_artifacts([row], store, out)
+    download_artifacts([row], FolderStore(store), out)
     assert victim.read_text() == "keep me"
     assert not (out / "a.json").is_symlink() and (out / "a.json").read_bytes() == b"{}"
 
@@ -110,14 +110,14 @@ def test_a_missing_file_is_refused(store, tmp_path):
     row = stored(store, "a.json", b"{}")
     (store / JOB / "a.json").unlink()
     with pytest.raises(DownloadRefused, match="'a.json' is missing in the artifact store"):
-        download_artifacts([row], store, tmp_path / "out")
+        download_artifacts([row], FolderStore(store), tmp_path / "out")
 
 
 def test_escapes_in_a_forged_name_are_made_visible(store, tmp_path):
     row = stored(store, "a.json", b"{}")
     row.name = "a\x1b]0;pwned\x07.json"
     with pytest.raises(DownloadRefused) as refused:
-        download_artifacts([row], store, tmp_path / "out")
+        download_artifacts([row], FolderStore(store), tmp_path / "out")
     message = str(refused.value)
     assert "\x1b" not in message and "\x07" not in message and "\\x1b]0;pwned\\x07" in message
     assert "\n" not in message

@@ -28,7 +28,7 @@ from genq.core.config import Settings, load_settings
 from genq.core.kinds import KINDS
 from genq.core.kinds.sd import SD
 from genq.core.params import JobParams, RunOptions, parse
-from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.artifacts import FolderStore
 from genq.core.store.clock import as_utc, db_now_plus
 from genq.core.store.db import make_engine, session_factory
 from genq.core.store.jobs import JobStore, RunSuperseded
@@ -148,7 +148,7 @@ def make_rig(database_url: str, home: Path, monkeypatch) -> Rig:
     store = JobStore(session_factory(make_engine(database_url)), settings.queue_for)
     app = make_app(settings)
     runner = JobRunner(settings=settings, lifecycle=Lifecycle(store, settings, app),
-                       artifacts=ArtifactStore(settings.artifact_root), cache=ModelCache(1))
+                       artifacts=FolderStore(settings.artifact_root), cache=ModelCache(1))
     return Rig(settings, store, app, runner, redis.Redis.from_url(REDIS_URL))
 
 
@@ -393,7 +393,7 @@ def test_a_superseded_run_cannot_write_once_the_job_moved_to_attempt_2(rig):
     rig.store.record_metric(job.id, 2, 1, "loss", 2.0)
     rig.store.append_log(job.id, "info", "attempt 2 started", 2)
     before = snapshot(rig, job.id)
-    stored, staged = rig.runner.artifacts.stage(job.id, "model.bin", b"stale weights of attempt 1")
+    stored, staged = rig.runner.artifacts.stage(job.id, 1, "model.bin", b"stale weights of attempt 1")
     target = rig.runner.artifacts.path(job.id, "model.bin")
 
     # When the old attempt 1 (back from a pause) tries each of its writes

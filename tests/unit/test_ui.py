@@ -13,7 +13,7 @@ from genq.client.render import job_summary
 from genq.core.config import load_settings
 from genq.core.images import png_bytes
 from genq.core.kinds.train_vae import TrainVAE
-from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.artifacts import FolderStore
 from genq.core.store.db import make_engine, session_factory, upgrade
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import ArtifactRow, JobRow, Metric
@@ -40,7 +40,7 @@ def add_job(store: JobStore, **values) -> JobRow:
 
 
 def add_artifact(settings, store: JobStore, job_id: str, name: str, data: bytes, media_type: str | None = None) -> None:
-    stored = ArtifactStore(settings.artifact_root).put(job_id, name, data, media_type)
+    stored = FolderStore(settings.artifact_root).put(job_id, name, data, media_type)
     with store.sessions() as session:
         session.add(ArtifactRow(job_id=job_id, name=stored.name, relative_path=stored.relative_path,
                              media_type=stored.media_type, size=stored.size, sha256=stored.sha256))
