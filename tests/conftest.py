@@ -108,6 +108,12 @@ def artifact_env(request) -> dict[str, str]:
     return {"GENQ_ARTIFACT_ROOT": request.getfixturevalue("s3_root"), **request.getfixturevalue("s3_server").env}
 
 
+# A store-independent artifact test: the folder on both databases (as before), the object store on one.
+ON_EVERY_ARTIFACT_STORE = pytest.mark.parametrize(("database_url", "artifact_env"),
+                                                  [("sqlite", "folder"), ("postgresql", "folder"), ("sqlite", "s3")],
+                                                  indirect=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh PostgreSQL database for this test session, dropped at the end."""
@@ -195,8 +201,17 @@ class Genq:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
+    @property
+    def object_store(self) -> bool:
+        return "://" in self.env.get("GENQ_ARTIFACT_ROOT", "")
+
     def artifact_paths(self, job_id: str) -> dict[str, Path]:
-        return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id)}
+        """A job's artifacts as local files: where they lie in a folder store; copies downloaded (and
+        verified) by `client artifacts --download` from an object store."""
+        if not self.object_store:
+            return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id)}
+        folder = self.home.parent / "downloads" / job_id
+        return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id, "--download", str(folder))}
 
     def store(self):
         from genq.core.store.db import make_engine, session_factory
