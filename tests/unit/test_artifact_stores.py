@@ -81,3 +81,18 @@ def test_a_missing_bucket_is_one_line_at_the_check(s3_root):
     assert "no such bucket" in str(caught.value) and "\n" not in str(caught.value)
     open_artifact_store(s3_root).check()  # the fixture's bucket exists: the probe is written and removed
 
+
+
+def test_a_large_artifact_is_uploaded_in_parts_and_read_back_whole(s3_root, s3_server):
+    # s3fs uploads data of twice its 50 MiB chunk or more as a multipart upload, completed only at the end
+    data = bytes(range(256)) * (105 * 2**20 // 256)
+    store = open_artifact_store(s3_root)
+    stored = store.put(JOB, "model.safetensors", data)
+    bucket, prefix = s3_root.removeprefix("s3://").split("/", 1)
+    head = s3_server.client().head_object(Bucket=bucket, Key=f"{prefix}/{stored.relative_path}")
+    assert head["ContentLength"] == len(data) and head["ETag"].strip('"').endswith("-3")  # three parts
+    digest = hashlib.sha256()
+    with store.open(stored.relative_path) as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    assert digest.hexdigest() == stored.sha256
