@@ -1,5 +1,6 @@
 """Real services for the tests: Redis at GENQ_TEST_REDIS_URL, PostgreSQL at GENQ_TEST_POSTGRES_URL
-(a fresh database per test session), SQLite files, and real `genq-worker` processes."""
+(a fresh database per test session), SQLite files, an S3-compatible HTTP server on 127.0.0.1 (moto's
+server mode, one per test session; a fresh bucket per test), and real `genq-worker` processes."""
 from __future__ import annotations
 
 import json
@@ -33,6 +34,84 @@ def mnist_root() -> Path:
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.fail(f"MNIST not found under {root}: set GENQ_DATA_ROOT")
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server over HTTP on 127.0.0.1; clients reach it through the standard AWS variables only."""
+
+    port: int
+    server: object = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}", "AWS_ACCESS_KEY_ID": "genq-test",
+                "AWS_SECRET_ACCESS_KEY": "genq-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self) -> "S3Server":
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        """The server goes; its buckets and objects stay in this process's memory for a start() on the same port."""
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def client(self):
+        import boto3
+
+        env = self.env
+        return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+    def new_bucket(self) -> str:
+        name = f"genq-test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server(free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_server, monkeypatch) -> str:
+    """A fresh bucket; the AWS variables in this process's environment point at the test server."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.new_bucket()}/artifacts"
+
+
+@pytest.fixture
+def artifact_env(request) -> dict[str, str]:
+    """What the `genq` fixture adds to its environment for the artifact store: nothing (a folder in its
+    home), or with `@pytest.mark.parametrize("artifact_env", ["folder", "s3"], indirect=True)` an S3 root."""
+    if getattr(request, "param", "folder") == "folder":
+        return {}
+    return {"GENQ_ARTIFACT_ROOT": request.getfixturevalue("s3_root"), **request.getfixturevalue("s3_server").env}
+
+
+# A store-independent artifact test: the folder on both databases (as before), the object store on one.
+ON_EVERY_ARTIFACT_STORE = pytest.mark.parametrize(("database_url", "artifact_env"),
+                                                  [("sqlite", "folder"), ("postgresql", "folder"), ("sqlite", "s3")],
+                                                  indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -122,8 +201,17 @@ class Genq:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
+    @property
+    def object_store(self) -> bool:
+        return "://" in self.env.get("GENQ_ARTIFACT_ROOT", "")
+
     def artifact_paths(self, job_id: str) -> dict[str, Path]:
-        return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id)}
+        """A job's artifacts as local files: where they lie in a folder store; copies downloaded (and
+        verified) by `client artifacts --download` from an object store."""
+        if not self.object_store:
+            return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id)}
+        folder = self.home.parent / "downloads" / job_id
+        return {a["name"]: Path(a["path"]) for a in self.client_json("artifacts", job_id, "--download", str(folder))}
 
     def store(self):
         from genq.core.store.db import make_engine, session_factory
@@ -142,11 +230,12 @@ class Genq:
 
 
 @pytest.fixture
-def genq(tmp_path, database_url, mnist_root):
+def genq(tmp_path, database_url, mnist_root, artifact_env):
     home = tmp_path / "home"
     home.mkdir()
     env = {
         **os.environ,
+        **artifact_env,
         "GENQ_HOME": str(home),
         "GENQ_DATABASE_URL": database_url,
         "GENQ_BROKER_URL": REDIS_URL,

@@ -15,7 +15,7 @@ transaction (all or none) and its wake-ups are published over one broker connect
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
@@ -70,6 +70,13 @@ class Client:
         engine = make_engine(self.settings.database_url, self.settings.lease_s)
         retrying(lambda: check_schema(engine), min(self.settings.retry_for_s, OPEN_RETRY_S), "opening the store")
         return JobStore(session_factory(engine), self.settings.queue_for)
+
+    @cached_property
+    def artifact_store(self):
+        """Where the jobs' files are (GENQ_ARTIFACT_ROOT): a folder or an object store."""
+        from genq.core.store.artifacts import open_artifact_store
+
+        return open_artifact_store(self.settings.artifact_root)
 
     @cached_property
     def reads(self) -> Reads:
@@ -206,24 +213,46 @@ def run_options(time_limit: float | None, retries: int, idempotency_key: str | N
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file a job wrote, as the store recorded it."""
+    """A file a job wrote, as the store recorded it; read from the artifact store (a folder or an object
+    store) by streaming. `url` is where it lies; `path` the local file when the store is a folder, else None."""
 
     name: str
-    path: Path
+    url: str
     media_type: str
     size: int
     sha256: str
+    path: Path | None = None
+    store: Any = field(default=None, repr=False, compare=False)
+    relative_path: str = field(default="", repr=False, compare=False)
+    job_id: str = field(default="", repr=False, compare=False)
 
     def open(self):
-        return self.path.open("rb")
+        """The bytes as a stream, straight from the store (unverified: read() checks them)."""
+        self.store.check_recorded(self.job_id, self.name, self.relative_path)
+        return self.store.open(self.relative_path)
+
+    def read(self) -> bytes:
+        """The whole file, checked against its recorded size and sha256 (ArtifactUnreadable otherwise)."""
+        import hashlib
+
+        from genq.core.store.artifacts import ArtifactUnreadable
+
+        with self.open() as source:
+            data = source.read()
+        if len(data) != self.size or hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ArtifactUnreadable(f"artifact {self.name} does not match its recorded size and sha256: "
+                                     "the file was changed after the job wrote it")
+        return data
 
     def image(self):
         """The artifact as a PIL image (PNG artifacts)."""
+        import io
+
         from PIL import Image
 
         if not self.media_type.startswith("image/"):
             raise ValueError(f"{self.name} is {self.media_type}, not an image")
-        with Image.open(self.path) as image:
+        with Image.open(io.BytesIO(self.read())) as image:
             image.load()
             return image
 
@@ -279,20 +308,20 @@ class Job:
         return self.client.reads.metric_series(self.id)
 
     def artifacts(self) -> list[Artifact]:
-        from genq.core.store.artifacts import ArtifactStore
-
-        files = ArtifactStore(self.client.settings.artifact_root)
-        return [Artifact(a.name, files.path(self.id, a.name), a.media_type, a.size, a.sha256)
-                for a in self.client.reads.artifacts(self.id)]
+        return [self._artifact(row) for row in self.client.reads.artifacts(self.id)]
 
     def artifact(self, name: str) -> Artifact:
-        from genq.core.store.artifacts import ArtifactStore
-
         row = self.client.reads.artifact(self.id, name)
         if row is None:
             raise NotFound(f"job {self.id} has no artifact {name!r}")
-        path = ArtifactStore(self.client.settings.artifact_root).path(self.id, row.name)
-        return Artifact(row.name, path, row.media_type, row.size, row.sha256)
+        return self._artifact(row)
+
+    def _artifact(self, row) -> Artifact:
+        store = self.client.artifact_store
+        root = self.client.settings.artifact_root
+        path = root / row.relative_path if isinstance(root, Path) else None
+        return Artifact(row.name, store.url(row.relative_path), row.media_type, row.size, row.sha256, path,
+                        store, row.relative_path, row.job_id)
 
     def logs(self) -> list[str]:
         """Every log line of the job, oldest first (read a page at a time)."""

@@ -57,6 +57,7 @@ def test_the_cli_lists_the_plugin_kind_and_its_options(echo_plugin):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("artifact_env", ["folder", "s3"], indirect=True)
 def test_an_echo_job_runs_end_to_end_on_a_worker(echo_plugin, genq):
     # Given a worker (a new process: it finds the plugin as the CLI does)
     genq.start_worker()

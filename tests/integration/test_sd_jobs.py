@@ -45,6 +45,7 @@ def test_make_tiny_prints_only_its_own_two_lines(make_tiny):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("artifact_env", ["folder", "s3"], indirect=True)
 def test_sd_job_writes_images_that_carry_their_settings_and_reuses_the_model(genq, cli_tiny_model):
     genq.start_worker()
     # When an sd job with a negative prompt and two images runs
@@ -79,6 +80,7 @@ def test_sd_job_writes_images_that_carry_their_settings_and_reuses_the_model(gen
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("artifact_env", ["folder", "s3"], indirect=True)
 def test_sd_job_is_cancelled_between_steps(genq, cli_tiny_model):
     genq.start_worker()
     job_id = genq.client("submit", "sd", "--model", str(cli_tiny_model), "--prompt", "slow", "--steps", "150",

@@ -11,6 +11,7 @@ from PIL import Image
 
 from genq.core.config import load_settings
 from genq.core.images import PALETTE
+from tests.conftest import ON_EVERY_ARTIFACT_STORE
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +80,7 @@ def test_a_two_by_two_train_vae_sweep_gives_one_group_its_table_and_a_report(gen
     assert (report / "table.csv").read_text().splitlines()[0].startswith("id,beta,latent_dims,status,seconds")
 
 
+@ON_EVERY_ARTIFACT_STORE  # the report reads each job's image from the store
 def test_an_sd_prompt_file_by_seed_sweep_gives_a_labelled_grid(genq, model, tmp_path):
     genq.start_worker({"GENQ_TORCH_THREADS": "1"})
     prompts = tmp_path / "prompts.txt"
@@ -142,6 +144,7 @@ def test_cancelling_a_group_cancels_its_queued_jobs(genq):
     assert genq.client("wait", "--group", group_id, check=False).returncode == 1
 
 
+@ON_EVERY_ARTIFACT_STORE  # Artifact.image() reads from the store
 def test_the_python_api_submits_follows_and_reads_a_sweep(genq, model):
     from genq import Client, SweepPointError
 

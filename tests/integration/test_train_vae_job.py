@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from genq.core.store.models import JobRow
+from tests.conftest import ON_EVERY_ARTIFACT_STORE
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +18,7 @@ def count_jobs(genq) -> int:
         return session.scalar(select(func.count()).select_from(JobRow))
 
 
+@ON_EVERY_ARTIFACT_STORE
 def test_train_vae_runs_end_to_end(genq):
     # Given a worker
     genq.start_worker()
@@ -39,11 +40,12 @@ def test_train_vae_runs_end_to_end(genq):
 
     artifacts = {a["name"]: a for a in details["artifacts"]}
     model = artifacts["model.safetensors"]
-    assert hashlib.sha256(Path(model["path"]).read_bytes()).hexdigest() == model["sha256"]
-    assert Path(model["path"]).stat().st_size == model["bytes"]
+    files = genq.artifact_paths(job["id"])  # in the folder store, or verified copies from the object store
+    assert hashlib.sha256(files["model.safetensors"].read_bytes()).hexdigest() == model["sha256"]
+    assert files["model.safetensors"].stat().st_size == model["bytes"]
     from genq.core.vae.model import load_trained
 
-    vae = load_trained(Path(model["path"]), Path(artifacts["config.json"]["path"]), "cpu")
+    vae = load_trained(files["model.safetensors"], files["config.json"], "cpu")
     assert vae.encoder.fc_mu.out_features == 2
 
     # And the human-readable views say the same
@@ -53,7 +55,7 @@ def test_train_vae_runs_end_to_end(genq):
     assert "epoch 1" in genq.client("logs", job["id"]).stdout.lower()
     out = genq.home / "out"
     genq.client("artifacts", job["id"], "--download", str(out))
-    assert (out / "model.safetensors").read_bytes() == Path(model["path"]).read_bytes()
+    assert (out / "model.safetensors").read_bytes() == files["model.safetensors"].read_bytes()
 
 
 def test_a_job_whose_run_raises_ends_failed_with_the_message(genq, tmp_path):

@@ -9,11 +9,14 @@ import signal
 import pytest
 from PIL import Image
 
+from tests.conftest import ON_EVERY_ARTIFACT_STORE
+
 pytestmark = pytest.mark.integration
 
 SMALL_TRAINING = ["--epochs", "2", "--train-limit", "1024", "--capacity", "16", "--seed", "5"]
 
 
+@ON_EVERY_ARTIFACT_STORE  # the dependants read the model's files from the store
 def test_interpolate_and_sample_wait_for_their_model_then_run(genq):
     # Given a training job still queued (no worker yet) and two jobs that use its model
     model = genq.client("submit", "train-vae", *SMALL_TRAINING).stdout.strip()
@@ -93,6 +96,7 @@ def test_model_must_be_a_train_vae_job_and_inputs_in_range(genq):
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("artifact_env", ["folder", "s3"], indirect=True)  # with s3: the checkpoint is an object
 def test_training_resumes_after_its_worker_is_killed(genq):
     # Given a multi-epoch training job running on worker A
     fast_takeover = {"GENQ_LEASE": "3", "GENQ_RECONCILE_INTERVAL": "1"}
@@ -118,3 +122,9 @@ def test_training_resumes_after_its_worker_is_killed(genq):
     assert "resuming from the checkpoint of epoch" in logs
     resumed_from = int(logs.split("resuming from the checkpoint of epoch ")[1].split()[0])
     assert resumed_from >= 1
+    # And every file is whole in the store (from an object store: the attempt-2 run's own keys, verified)
+    files = genq.artifact_paths(job_id)
+    assert {"checkpoint.safetensors", "model.safetensors"} <= set(files)
+    if genq.object_store:
+        paths = {a["name"]: a["path"] for a in genq.client_json("artifacts", job_id)}
+        assert f"/{job_id}/2/" in paths["checkpoint.safetensors"] and f"/{job_id}/2/" in paths["model.safetensors"]

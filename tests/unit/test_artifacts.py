@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from genq.core.store.artifacts import ArtifactNameError, ArtifactStore, current_umask, validate_artifact_name
+from genq.core.store.artifacts import ArtifactNameError, FolderStore, current_umask, validate_artifact_name
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "images/image-0.png", "a_b-c.1.json"])
@@ -20,7 +20,7 @@ def test_bad_names_are_refused(name):
 
 
 def test_put_writes_atomically_and_indexes_size_and_sha256(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = FolderStore(tmp_path)
     stored = store.put("job-1", "images/a.png", b"first")
     stored = store.put("job-1", "images/a.png", b"second version")
     path = tmp_path / "job-1" / "images" / "a.png"
@@ -33,5 +33,5 @@ def test_put_writes_atomically_and_indexes_size_and_sha256(tmp_path):
 
 def test_put_refuses_an_escaping_name(tmp_path):
     with pytest.raises(ArtifactNameError):
-        ArtifactStore(tmp_path / "root").put("job-1", "../../outside", b"x")
+        FolderStore(tmp_path / "root").put("job-1", "../../outside", b"x")
     assert not (tmp_path / "outside").exists()

@@ -256,7 +256,7 @@ def test_kustomization_lists_every_manifest_but_the_secret_examples():
 
 def test_secrets_are_placeholders_only():
     secrets = [o for o in k8s_objects() if o["kind"] == "Secret"]
-    assert {s["metadata"]["name"] for s in secrets} == {"genq-urls", "genq-redis", "genq-ui"}
+    assert {s["metadata"]["name"] for s in secrets} == {"genq-urls", "genq-s3", "genq-keda", "genq-ui"}
     for secret in secrets:
         assert "data" not in secret  # base64 would hide what is in it
         assert secret["stringData"]
@@ -265,6 +265,8 @@ def test_secrets_are_placeholders_only():
     urls = one("Secret", "genq-urls")["stringData"]
     assert set(urls) == {"GENQ_DATABASE_URL", "GENQ_BROKER_URL"}
     assert set(one("Secret", "genq-ui")["stringData"]) == {"token"}
+    assert set(one("Secret", "genq-s3")["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert set(one("Secret", "genq-keda")["stringData"]) == {"connection"}
     # nothing secret anywhere else
     for obj in k8s_objects(include_examples=False):
         text = yaml.safe_dump(obj)
@@ -362,14 +364,20 @@ def test_worker_gets_its_urls_from_the_secret_and_settings_from_the_configmap():
     assert load_settings(dict(settings)).sd_max_batch == int(settings["GENQ_SD_MAX_BATCH"])
 
 
-def test_worker_mounts_the_shared_artifact_claim_at_the_artifact_root():
-    claim = one("PersistentVolumeClaim", "genq-artifacts")
+def test_artifacts_default_to_an_object_store_with_its_credentials_from_a_secret():
+    """No ReadWriteMany volume: the root is an s3:// URL, the keys come from the Secret genq-s3, and
+    the folder (a ReadWriteMany claim) is an example to opt into, not applied."""
+    settings = one("ConfigMap", "genq-settings")["data"]
+    assert load_settings(dict(settings)).artifact_root == settings["GENQ_ARTIFACT_ROOT"].rstrip("/")
+    assert settings["GENQ_ARTIFACT_ROOT"].startswith("s3://")
+    assert not any(re.search(r"KEY|SECRET", name) for name in settings)  # the keys are not in the ConfigMap
+    for container in (worker_container(), dashboard_container()):
+        assert {"secretRef": {"name": "genq-s3"}} in container["envFrom"]
+    for spec in (worker_deployment()["spec"]["template"]["spec"], dashboard_deployment()["spec"]["template"]["spec"]):
+        assert not any("persistentVolumeClaim" in volume for volume in spec["volumes"])
+    claim = one("PersistentVolumeClaim", "genq-artifacts")  # the folder option, pvc.example.yaml
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    spec = worker_deployment()["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    [artifacts] = [n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "genq-artifacts"]
-    mounts = {m["name"]: m["mountPath"] for m in worker_container()["volumeMounts"]}
-    assert mounts[artifacts] == one("ConfigMap", "genq-settings")["data"]["GENQ_ARTIFACT_ROOT"]
+    assert "pvc.example.yaml" not in kustomization()["resources"]
 
 
 def test_worker_runs_as_the_images_non_root_user_and_may_shut_down_warmly():
@@ -418,10 +426,6 @@ def test_dashboard_listens_off_loopback_with_its_token_from_a_secret():
     spec = dashboard_deployment()["spec"]["template"]["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    [artifacts] = [n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "genq-artifacts"]
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts[artifacts] == one("ConfigMap", "genq-settings")["data"]["GENQ_ARTIFACT_ROOT"]
     assert container.get("readinessProbe")
     selector = dashboard_deployment()["spec"]["selector"]["matchLabels"]
     assert selector.items() <= dashboard_deployment()["spec"]["template"]["metadata"]["labels"].items()
@@ -472,47 +476,80 @@ def test_the_dashboard_accepts_the_bearer_token_a_scraper_sends():
 
 # -- KEDA ---------------------------------------------------------------------------------------------------
 
-def test_scaledobject_scales_the_worker_on_exactly_the_priority_lists_it_consumes():
+def scaler_query() -> str:
+    [trigger] = one("ScaledObject")["spec"]["triggers"]
+    return trigger["metadata"]["query"]
+
+
+def test_scaledobject_scales_the_worker_on_one_sql_count_of_its_queue():
     scaled = one("ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     target = scaled["spec"]["scaleTargetRef"]
     assert target["name"] == worker_deployment()["metadata"]["name"]
     assert target.get("kind", "Deployment") == "Deployment"
-    queues = option(command_of(worker_container()), "--queues").split(",")
-    expected = [name for queue in queues for name in priority_lists(queue)]
-    triggers = scaled["spec"]["triggers"]
-    assert all(t["type"] == "redis" for t in triggers)
-    list_names = [t["metadata"]["listName"] for t in triggers]
-    assert sorted(list_names) == sorted(expected)  # each list once, none missing, none extra
-    for trigger in triggers:
-        assert int(trigger["metadata"]["listLength"]) >= 1
-        assert trigger["authenticationRef"]["name"] == one("TriggerAuthentication")["metadata"]["name"]
-        assert "password" not in trigger["metadata"]  # only through the TriggerAuthentication
+    [trigger] = scaled["spec"]["triggers"]  # one trigger: a count, not the largest of several
+    assert trigger["type"] == "postgresql"
+    [queue] = option(command_of(worker_container()), "--queues").split(",")
+    assert f"queue = '{queue}'" in trigger["metadata"]["query"]
+    assert int(trigger["metadata"]["targetQueryValue"]) == 1  # one job at a time per pod
+    assert trigger["authenticationRef"]["name"] == one("TriggerAuthentication")["metadata"]["name"]
+    assert not {"password", "connection", "connectionFromEnv"} & set(trigger["metadata"])
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
-def test_trigger_authentication_reads_the_redis_password_from_a_secret():
+def test_trigger_authentication_reads_the_database_connection_from_a_secret():
     auth = one("TriggerAuthentication")
     [ref] = auth["spec"]["secretTargetRef"]
-    assert ref["parameter"] == "password"
+    assert ref["parameter"] == "connection"
     secret = one("Secret", ref["name"])
-    assert ref["key"] in secret["stringData"]
+    assert secret["stringData"][ref["key"]].startswith("postgresql://")  # libpq's form, not SQLAlchemy's +psycopg
 
 
-def test_keda_reads_the_redis_address_from_the_workers_environment():
-    settings = one("ConfigMap", "genq-settings")["data"]
-    for trigger in one("ScaledObject")["spec"]["triggers"]:
-        metadata = trigger["metadata"]
-        if "addressFromEnv" in metadata:
-            assert metadata["addressFromEnv"] in settings
-            assert re.fullmatch(r"[\w.-]+:\d+", settings[metadata["addressFromEnv"]])
-        else:
-            assert re.fullmatch(r"[\w.-]+:\d+", metadata["address"])
+def test_the_scalers_query_counts_the_queued_and_running_jobs_of_its_queue(postgres_url):
+    """The query KEDA runs, on a real PostgreSQL at this version's schema, with jobs in every state."""
+    from sqlalchemy import text
+
+    from genq.core.kinds.train_vae import TrainVAE
+    from genq.core.params import RunOptions
+    from genq.core.store.db import make_engine, session_factory, upgrade
+    from genq.core.store.jobs import JobStore
+    from genq.core.store.states import JobStatus
+
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE job_logs, job_events, metrics, artifacts, jobs, workers, groups"))
+    store = JobStore(session_factory(engine), lambda kind: "gpu")
+
+    def job(status: JobStatus, queue: str = "gpu", priority: int = 5) -> str:
+        row = store.create(TrainVAE(epochs=1).with_seed(), options=RunOptions(queue=queue, priority=priority))
+        if status in (JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED):
+            store.claim(row.id, "pod-1:gpu0", 60)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            store.transition(row.id, JobStatus.RUNNING, status, expected_attempts=1)
+        if status is JobStatus.CANCELLED:
+            store.transition(row.id, JobStatus.QUEUED, status)
+        return row.id
+
+    first = job(JobStatus.QUEUED)
+    job(JobStatus.QUEUED, priority=9)
+    job(JobStatus.QUEUED, priority=0)
+    job(JobStatus.RUNNING)
+    job(JobStatus.RUNNING, priority=1)
+    for ended in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+        job(ended)
+    store.create(TrainVAE(epochs=1).with_seed(), depends_on=first)  # waiting: not runnable yet
+    job(JobStatus.QUEUED, queue="cpu")
+    job(JobStatus.RUNNING, queue="cpu")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all()  # the rows are there
+        assert conn.execute(text(scaler_query())).scalar_one() == 5  # 3 queued + 2 running, every priority
+    engine.dispose()
 
 
-def test_scaledobject_comment_states_the_max_over_triggers_caveat():
+def test_scaledobject_comment_says_running_jobs_are_counted():
     text = (K8S / "keda.yaml").read_text()
-    assert re.search(r"LARGEST of the triggers", text)
+    assert re.search(r"queued or running", text) and "running job is counted" in text
 
 
 # -- the image ----------------------------------------------------------------------------------------------
@@ -799,7 +836,7 @@ def test_readme_section_describes_this_deployment():
                    "docker-compose.join.yml", "nvidia.com/gpu", "KEDA", "deploy/k8s", "GENQ_UI_TOKEN",
                    "127.0.0.1:8265", "digest"):
         assert needle in section, needle
-    assert "largest of its triggers" in section  # the KEDA caveat
+    assert "queued plus running" in section and "s3://" in section  # what KEDA counts; artifacts in an object store
     assert "count: all" in section and "same GPU" in section  # why not --scale
 
 

@@ -28,7 +28,7 @@ from genq.core.config import Settings, load_settings
 from genq.core.kinds import KINDS
 from genq.core.kinds.sd import SD
 from genq.core.params import JobParams, RunOptions, parse
-from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.artifacts import FolderStore
 from genq.core.store.clock import as_utc, db_now_plus
 from genq.core.store.db import make_engine, session_factory
 from genq.core.store.jobs import JobStore, RunSuperseded
@@ -148,7 +148,7 @@ def make_rig(database_url: str, home: Path, monkeypatch) -> Rig:
     store = JobStore(session_factory(make_engine(database_url)), settings.queue_for)
     app = make_app(settings)
     runner = JobRunner(settings=settings, lifecycle=Lifecycle(store, settings, app),
-                       artifacts=ArtifactStore(settings.artifact_root), cache=ModelCache(1))
+                       artifacts=FolderStore(settings.artifact_root), cache=ModelCache(1))
     return Rig(settings, store, app, runner, redis.Redis.from_url(REDIS_URL))
 
 
@@ -393,7 +393,7 @@ def test_a_superseded_run_cannot_write_once_the_job_moved_to_attempt_2(rig):
     rig.store.record_metric(job.id, 2, 1, "loss", 2.0)
     rig.store.append_log(job.id, "info", "attempt 2 started", 2)
     before = snapshot(rig, job.id)
-    stored, staged = rig.runner.artifacts.stage(job.id, "model.bin", b"stale weights of attempt 1")
+    stored, staged = rig.runner.artifacts.stage(job.id, 1, "model.bin", b"stale weights of attempt 1")
     target = rig.runner.artifacts.path(job.id, "model.bin")
 
     # When the old attempt 1 (back from a pause) tries each of its writes
@@ -712,3 +712,42 @@ def test_a_database_blip_during_a_runs_cancel_check_does_not_fail_the_job(blip_r
     # Then the blip is waited out like any write's, and the job succeeds
     done = rig.store.get(job.id)
     assert (done.status, done.error, done.result) == ("succeeded", None, {"through": "the blip"})
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_superseded_runs_late_upload_to_an_object_store_never_becomes_an_artifact(rig, s3_root, s3_server, tmp_path):
+    from genq.core.store.artifacts import open_artifact_store
+    from genq.worker.liveness import Heartbeat
+    from genq.worker.run_context import JobSuperseded, RunContext
+
+    # Given a job whose attempt 1 wrote a checkpoint to S3, was lost, and now runs as attempt 2 elsewhere
+    objects = open_artifact_store(s3_root)
+    bucket = s3_root.removeprefix("s3://").split("/")[0]
+    job = rig.store.create(Probe())
+    assert rig.lose(job.id) == 1  # claimed by a worker whose lease then passed, still running as attempt 1
+
+    def context(attempt: int) -> RunContext:
+        return RunContext(job.id, attempt, rig.runner.lifecycle, objects, Heartbeat(rig.runner.lifecycle, job.id, attempt,
+                          rig.settings), device="cpu", data_root=tmp_path, cache=ModelCache(1), retry_for_s=5)
+
+    old = context(1)
+    old.artifact("checkpoint.bin", b"epoch 1 of attempt 1")
+    kept = rig.store.artifact(job.id, "checkpoint.bin")
+    rig.reconciler().reconcile()
+    assert rig.store.claim(job.id, "new-host:2", LEASE_S).attempts == 2
+    # When attempt 1, back from a pause, uploads its next checkpoint
+    with pytest.raises(JobSuperseded):
+        old.artifact("checkpoint.bin", b"epoch 2 of attempt 1")
+    # Then its upload is not the artifact, and was removed: the row and its object are attempt 1's last good ones
+    assert rig.store.artifact(job.id, "checkpoint.bin").relative_path == kept.relative_path
+    assert s3_server.keys(bucket) == [f"artifacts/{kept.relative_path}"]
+    # And attempt 2 resumes from a verified local copy, which goes when its run ends
+    new = context(2)
+    copy = new.existing_artifact("checkpoint.bin")
+    assert copy.read_bytes() == b"epoch 1 of attempt 1"
+    new.artifact("checkpoint.bin", b"epoch 2 of attempt 2")
+    new.close()
+    assert not copy.exists()
+    # And attempt 2's write replaced the object: only its own key is left
+    row = rig.store.artifact(job.id, "checkpoint.bin")
+    assert row.relative_path.startswith(f"{job.id}/2/") and s3_server.keys(bucket) == [f"artifacts/{row.relative_path}"]

@@ -2,6 +2,7 @@
 token, CSRF, artifacts only through the index, escaping, /api shapes and /metrics."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from genq.client.render import job_summary
 from genq.core.config import load_settings
 from genq.core.images import png_bytes
 from genq.core.kinds.train_vae import TrainVAE
-from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.artifacts import open_artifact_store
 from genq.core.store.db import make_engine, session_factory, upgrade
 from genq.core.store.jobs import JobStore
 from genq.core.store.models import ArtifactRow, JobRow, Metric
@@ -40,7 +41,7 @@ def add_job(store: JobStore, **values) -> JobRow:
 
 
 def add_artifact(settings, store: JobStore, job_id: str, name: str, data: bytes, media_type: str | None = None) -> None:
-    stored = ArtifactStore(settings.artifact_root).put(job_id, name, data, media_type)
+    stored = open_artifact_store(settings.artifact_root).put(job_id, name, data, media_type)
     with store.sessions() as session:
         session.add(ArtifactRow(job_id=job_id, name=stored.name, relative_path=stored.relative_path,
                              media_type=stored.media_type, size=stored.size, sha256=stored.sha256))
@@ -215,13 +216,16 @@ def test_submit_again_prefills_the_form_with_the_jobs_settings(installation):
     assert 'id="field-epochs" name="epochs" value="3"' in page and 'name="beta" value="4.0"' in page
 
 
-def test_artifacts_are_served_only_through_the_index(installation, tmp_path):
+@pytest.mark.parametrize("backend", ["folder", "s3"])
+def test_artifacts_are_served_only_through_the_index(installation, tmp_path, backend, request):
     settings, store = installation
+    if backend == "s3":  # moto's S3 server on 127.0.0.1: pictures and downloads stream from the bucket
+        settings = dataclasses.replace(settings, artifact_root=request.getfixturevalue("s3_root"))
     job = add_job(store)
     image = png_bytes(__import__("PIL.Image", fromlist=["Image"]).new("RGB", (8, 8)), {"parameters": "a boat"})
     add_artifact(settings, store, job.id, "image-0.png", image)
     add_artifact(settings, store, job.id, "model.bin", b"weights")
-    (settings.artifact_root / job.id / "unindexed.txt").write_text("secret")
+    open_artifact_store(settings.artifact_root).put(job.id, "unindexed.txt", b"secret")  # in the store, not the index
     (tmp_path / "outside.txt").write_text("secret")
     web = browser(settings)
     png = web.get(f"/jobs/{job.id}/artifacts/image-0.png")

@@ -106,7 +106,7 @@ def list_jobs(rt: Runtime, status_filter, kind, group_ref, limit, as_json) -> No
 @pass_runtime
 def show(rt: Runtime, job: str, as_json: bool) -> None:
     """Everything about a job: params, status, timings, metrics, artifacts."""
-    details = job_details(rt.reads, rt.job(job), rt.settings.artifact_root)
+    details = job_details(rt.reads, rt.job(job), rt.client.artifact_store)
     echo_json(details) if as_json else click.echo(show_text(details))
 
 
@@ -124,9 +124,9 @@ def artifacts(rt: Runtime, job: str, download: Path | None, as_json: bool) -> No
     """
     found = rt.job(job)
     rows = rt.reads.artifacts(found.id)
-    items = [artifact_summary(a, rt.settings.artifact_root) for a in rows]
+    items = [artifact_summary(a, rt.client.artifact_store) for a in rows]
     if download is not None:
-        for item, target in zip(items, download_verified(rows, rt.settings.artifact_root, download)):
+        for item, target in zip(items, download_verified(rows, rt.client.artifact_store, download)):
             item["path"] = str(target)
     if as_json:
         echo_json(items)
@@ -135,9 +135,9 @@ def artifacts(rt: Runtime, job: str, download: Path | None, as_json: bool) -> No
         click.echo(visible(f"{item['name']:<28} {item['bytes']:>10} B  {item['path']}"))
 
 
-def download_verified(rows, artifact_root: Path, folder: Path) -> list[Path]:
+def download_verified(rows, artifact_store, folder: Path) -> list[Path]:
     try:
-        return download_artifacts(rows, artifact_root, folder)
+        return download_artifacts(rows, artifact_store, folder)
     except DownloadRefused as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

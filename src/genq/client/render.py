@@ -31,12 +31,12 @@ def job_summary(job: JobRow) -> dict[str, Any]:
     }
 
 
-def job_details(reads: Reads, job: JobRow, artifact_root) -> dict[str, Any]:
+def job_details(reads: Reads, job: JobRow, artifact_store) -> dict[str, Any]:
     details = job_summary(job)
     details["metrics"] = {name: [{"step": step, "value": value} for step, value in points]
                           for name, points in reads.metric_series(job.id).items()}
     details["took"] = duration(job)
-    details["artifacts"] = [artifact_summary(a, artifact_root) for a in reads.artifacts(job.id)]
+    details["artifacts"] = [artifact_summary(a, artifact_store) for a in reads.artifacts(job.id)]
     history = reads.history(job.id)
     details["events"] = [{"at": iso(e.at), "from": e.from_status, "to": e.to_status, "worker": e.worker,
                           "device": e.device, "reason": e.reason} for e in history.events]
@@ -49,8 +49,9 @@ def run_summary(run: Run) -> dict[str, Any]:
             "ended_at": iso(run.ended_at), "ended": run.ended, "batch": run.batch}
 
 
-def artifact_summary(artifact, artifact_root) -> dict[str, Any]:
-    return {"name": artifact.name, "path": str(artifact_root / artifact.relative_path),
+def artifact_summary(artifact, artifact_store) -> dict[str, Any]:
+    """One artifact as listings show it; its path is a local path, or a URL (s3://...) in an object store."""
+    return {"name": artifact.name, "path": artifact_store.url(artifact.relative_path),
             "media_type": artifact.media_type, "bytes": artifact.size, "sha256": artifact.sha256}
 
 

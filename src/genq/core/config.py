@@ -43,7 +43,7 @@ class Settings:
     home: Path
     database_url: str
     broker_url: str
-    artifact_root: Path
+    artifact_root: Path | str  # a folder, or an object-store URL such as s3://bucket/prefix (see artifact_root)
     data_root: Path
     sd_model: str
     queue: str  # the default queue of every job kind not named in kind_queues
@@ -225,6 +225,34 @@ def _flag(env: dict[str, str], name: str) -> bool:
     raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
 
 
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+FOLDER_SCHEMES = frozenset({"file", "local"})
+
+
+def artifact_root(raw: str) -> Path | str:
+    """GENQ_ARTIFACT_ROOT: an absolute folder, or an object-store URL (`s3://bucket/prefix`; any scheme
+    fsspec knows: gs://, az://, ...) kept as text without a trailing slash. The store's credentials and
+    endpoint come from its own standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)."""
+    match = URL_SCHEME.match(raw)
+    if match is None:
+        return Path(raw).expanduser().absolute()
+    scheme = match.group(1).lower()
+    if scheme in FOLDER_SCHEMES:
+        return Path(unquote(urlsplit(raw).path)).expanduser().absolute()
+    from fsspec.registry import known_implementations
+
+    if scheme not in known_implementations:
+        raise ValueError(f"GENQ_ARTIFACT_ROOT: the scheme {scheme!r} is not an object store genq knows "
+                         f"(use a folder, or a URL such as s3://bucket/prefix), got {redact_url(raw)!r}")
+    bucket, _, prefix = raw[match.end():].partition("/")
+    if not bucket:
+        raise ValueError(f"GENQ_ARTIFACT_ROOT: {redact_url(raw)!r} names no bucket (use {scheme}://bucket/prefix)")
+    parts = [part for part in prefix.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise ValueError(f"GENQ_ARTIFACT_ROOT: the prefix of {redact_url(raw)!r} must not contain '.' or '..' parts")
+    return f"{scheme}://{'/'.join([bucket, *parts])}"
+
+
 def default_home(env: dict[str, str]) -> Path:
     """~/.genq (the HOME of `env` when it names one)."""
     return Path(env.get("HOME") or Path.home()) / HOME_FOLDER
@@ -242,7 +270,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         home=home,
         database_url=database_url,
         broker_url=_broker_url(env, home),
-        artifact_root=Path(env.get("GENQ_ARTIFACT_ROOT") or home / "artifacts").expanduser().absolute(),
+        artifact_root=artifact_root(env.get("GENQ_ARTIFACT_ROOT") or str(home / "artifacts")),
         data_root=Path(env.get("GENQ_DATA_ROOT") or home / "data").expanduser().absolute(),
         sd_model=env.get("GENQ_SD_MODEL") or DEFAULT_SD_MODEL,
         queue=queue,

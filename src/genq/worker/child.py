@@ -56,6 +56,19 @@ def preload(app, settings: Settings) -> None:
             fail(f"GENQ_PRELOAD: {exc}")
 
 
+def check_artifact_store(store) -> None:
+    """A missing bucket or refused credentials stop the worker in one line; an outage is only said (each
+    upload retries it)."""
+    from genq.core.store.artifacts import ArtifactStoreError, ArtifactStoreUnavailable
+
+    try:
+        store.check()
+    except ArtifactStoreError as exc:
+        fail(exc)
+    except ArtifactStoreUnavailable as exc:
+        log.warning("%s; jobs retry their uploads until it answers", exc)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -70,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         app = create_worker_app(settings)
     except SchemaError as exc:
         fail(exc)
+    check_artifact_store(app.genq_runner.artifacts)
     if settings.preload:
         preload(app, settings)
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from genq.core.context import JobCancelled
 from genq.core.lifecycle import Lifecycle
 from genq.core.params import text_problem
 from genq.core.retry import is_transient, retrying
-from genq.core.store.artifacts import ArtifactStore, validate_artifact_name
+from genq.core.store.artifacts import ArtifactStore, ArtifactUnreadable, validate_artifact_name
 from genq.core.store.jobs import RunSuperseded, RunWrites
 from genq.core.store.models import utcnow
 from genq.worker.liveness import Heartbeat
@@ -52,6 +54,11 @@ class TimeLimitExceeded(JobCancelled):
     """The run went past the job's --time-limit."""
 
 
+class ArtifactWriteFailed(Exception):
+    """An artifact could not be written to the artifact store for GENQ_RETRY_FOR: the write fails (one
+    line), and with it the run, like any error of the run's own."""
+
+
 class RunContext:
     """A run's JobContext on a worker: its writes go through the lifecycle engine, fenced by its attempt."""
 
@@ -73,6 +80,7 @@ class RunContext:
         self._pending = RunWrites()
         self._flushed_at = time.monotonic()
         self._writing = threading.Lock()  # the run's thread and its heartbeat's both flush
+        self._scratch: Path | None = None  # local copies of artifacts read from an object store
         heartbeat.flush_stale = self.flush_stale
 
     def _write(self, action, what: str) -> None:
@@ -99,11 +107,24 @@ class RunContext:
 
     def artifact(self, name: str, source: bytes | Path, media_type: str | None = None) -> None:
         data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
-        stored, staged = self._artifacts.stage(self.job_id, name, data, media_type)
+        replaced = self._read(lambda: self._store.artifact(self.job_id, name), f"artifact {name}")
+        stored, staged = self._upload(name, data, media_type)
         try:
             self.flush(stored, staged.publish)
         finally:
             staged.discard()  # a no-op once published
+        if replaced is not None and replaced.relative_path != stored.relative_path:
+            self._artifacts.remove(replaced.relative_path)  # an object store keeps each write under its own key
+
+    def _upload(self, name: str, data: bytes, media_type: str | None):
+        """The artifact staged in the store (for an object store: uploaded whole), an outage retried."""
+        try:
+            return retrying(lambda: self._artifacts.stage(self.job_id, self.attempt, name, data, media_type),
+                            self._retry_for_s, f"upload of artifact {name} of job {self.job_id}")
+        except Exception as exc:
+            if is_transient(exc):
+                raise ArtifactWriteFailed(f"{exc} (tried for {self._retry_for_s:g}s)") from None
+            raise
 
     def flush(self, stored=None, publish=None) -> None:
         """Write what is pending (and an artifact, when given) in one fenced transaction."""
@@ -131,17 +152,34 @@ class RunContext:
 
     def existing_artifact(self, name: str) -> Path | None:
         validate_artifact_name(name)
-        if self._read(lambda: self._store.artifact(self.job_id, name), f"artifact {name}") is None:
-            return None
-        path = self._artifacts.path(self.job_id, name)
-        return path if path.exists() else None
+        row = self._read(lambda: self._store.artifact(self.job_id, name), f"artifact {name}")
+        return None if row is None else self._local_file(row)
 
     def job_artifact(self, job_id: str, name: str) -> Path:
         validate_artifact_name(name)
-        path = self._artifacts.path(job_id, name)
-        if self._read(lambda: self._store.artifact(job_id, name), f"artifact {name}") is None or not path.exists():
+        row = self._read(lambda: self._store.artifact(job_id, name), f"artifact {name}")
+        path = None if row is None else self._local_file(row)
+        if path is None:
             raise FileNotFoundError(f"job {job_id} has no artifact {name!r}")
         return path
+
+    def _local_file(self, row) -> Path | None:
+        """The artifact as a local file: in place in a folder store, else a verified copy in this run's
+        scratch folder (removed by close())."""
+        try:
+            self._artifacts.check_recorded(row.job_id, row.name, row.relative_path)
+        except ArtifactUnreadable as exc:
+            raise ArtifactUnreadable(f"artifact {row.name} of job {row.job_id} is refused: {exc}") from None
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"genq-run-{self.job_id[:8]}-"))
+        return self._read(lambda: self._artifacts.local_file(row.relative_path, row.size, row.sha256, self._scratch),
+                          f"artifact {row.name}")
+
+    def close(self) -> None:
+        """The run has ended: its local copies go."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def log(self, message: str, level: str = "info") -> None:
         with self._writing:

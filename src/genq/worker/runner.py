@@ -277,8 +277,12 @@ class JobRunner:
         The outcome recorded, None when nothing was (the run had lost the job)."""
         writes = ctx.take_pending() if ctx is not None else None
         recorded = None
-        if outcome is not None:
-            recorded = self.lifecycle.finish(job.id, attempt, outcome, self.me, writes)
+        try:
+            if outcome is not None:
+                recorded = self.lifecycle.finish(job.id, attempt, outcome, self.me, writes)
+        finally:
+            if ctx is not None:
+                ctx.close()
         if heartbeat is not None:
             heartbeat.__exit__(None, None, None)  # this job is done; the others of its batch go on
         return recorded

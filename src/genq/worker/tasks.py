@@ -12,7 +12,7 @@ from genq.core.cache import ModelCache
 from genq.core.config import Settings, load_settings
 from genq.core.lifecycle import Lifecycle
 from genq.core.retry import is_transient
-from genq.core.store.artifacts import ArtifactStore
+from genq.core.store.artifacts import open_artifact_store
 from genq.core.store.db import StoreUnreachable, check_schema, make_engine, session_factory
 from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus
@@ -70,7 +70,7 @@ def build_runner(app: Celery, settings: Settings) -> JobRunner:
     wait_for_the_store(engine, settings)
     sessions = session_factory(engine)
     lifecycle = Lifecycle(JobStore(sessions, settings.queue_for), settings, app)
-    return JobRunner(settings=settings, lifecycle=lifecycle, artifacts=ArtifactStore(settings.artifact_root),
+    return JobRunner(settings=settings, lifecycle=lifecycle, artifacts=open_artifact_store(settings.artifact_root),
                      cache=ModelCache(settings.model_cache_size),
                      presence=Presence(worker_registry(sessions), settings.heartbeat_interval_s,
                                        settings.home / "run" / "unrecorded-worker-stops"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -67,7 +66,7 @@ def jobs_json(request: Request) -> Response:
 
 def job_json(request: Request) -> Response:
     client = client_of(request)
-    return ascii_json(job_details(client.reads, find_job(request), client.settings.artifact_root))
+    return ascii_json(job_details(client.reads, find_job(request), client.artifact_store))
 
 
 def job_status_json(request: Request) -> Response:
@@ -111,19 +110,23 @@ def artifact(request: Request) -> Response:
     row = reads_of(request).artifact(job.id, name)
     if row is None:
         raise HTTPException(404, "no such artifact")
+    store = client_of(request).artifact_store
     try:
-        fd = open_source(client_of(request).settings.artifact_root, row.job_id, checked_name(row))
+        source = open_source(store, row, checked_name(row, store))
     except DownloadRefused:
         raise HTTPException(404, "the artifact's file is missing or not a plain file in the store") from None
-    headers = {"Content-Length": str(os.fstat(fd).st_size)}
+    headers = {"Content-Length": str(row.size)}
     if row.media_type not in INLINE_TYPES:
         headers["Content-Disposition"] = f'attachment; filename="{row.name.rsplit("/", 1)[-1]}"'
-    return StreamingResponse(read_chunks(fd), media_type=row.media_type, headers=headers)
+    return StreamingResponse(read_chunks(source, row.size), media_type=row.media_type, headers=headers)
 
 
-def read_chunks(fd: int):
-    with os.fdopen(fd, "rb") as source:
-        while chunk := source.read(CHUNK):
+def read_chunks(source, size: int):
+    """The recorded number of bytes, streamed from the store (never more than the Content-Length said)."""
+    with source:
+        left = size
+        while left > 0 and (chunk := source.read(min(CHUNK, left))):
+            left -= len(chunk)
             yield chunk
 
 

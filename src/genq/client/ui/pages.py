@@ -17,7 +17,6 @@ from genq.client.ui.forms import FieldError, form_fields, parse_form, prefill
 from genq.client.ui.query_params import filter_query, job_filter, page_bounds
 from genq.core.kinds import KINDS
 from genq.core.params import SpecError, text_problem
-from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.states import JobStatus
 
 LOG_TAIL = 200
@@ -45,11 +44,10 @@ def job_page(request: Request) -> Response:
     client = client_of(request)
     job = find_job(request)
     reads = client.reads
-    artifacts_store = ArtifactStore(client.settings.artifact_root)
     artifacts = []
     for row in reads.artifacts(job.id):
         image = row.media_type == "image/png"
-        settings = png_settings(artifacts_store.path(job.id, row.name)) if image else {}
+        settings = png_settings(client.artifact_store, row) if image else {}
         artifacts.append({"row": row, "image": image, "settings": settings})
     history = reads.history(job.id)
     log = reads.log_tail(job.id, LOG_TAIL)
