@@ -18,15 +18,20 @@ Everything made here is removed on close (and at interpreter exit): processes, n
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.faults import PrivatePostgres, PrivateRedis
+
+BIN = Path(sys.executable).parent
 CLUSTER, OFFICE = "cluster", "office"
 SUBNETS = {CLUSTER: "10.77.1", OFFICE: "10.77.2"}
 PRIVATE_TMP_SIZE = "4g"
@@ -194,6 +199,109 @@ class Bed:
         shutil.rmtree(self.root, ignore_errors=True)
         if self in _OPEN:
             _OPEN.remove(self)
+
+
+S3_PORT, BUCKET = 5000, "genq"
+AWS = {"AWS_ACCESS_KEY_ID": "genq-test", "AWS_SECRET_ACCESS_KEY": "genq-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+LEASE_S = 6
+SD = ["--model", "/tmp/models/tiny", "--width", "64", "--height", "64", "--steps", "2"]
+VAE = ["--epochs", "1", "--train-limit", "256", "--capacity", "8"]
+LONG = ["--model", "/tmp/models/tiny", "--width", "256", "--height", "256", "--steps", "60", "--prompt", "a long one"]  # ~15 s
+WORKER_READY_S = 180
+
+
+class Cluster:
+    """genq on the bed: the head's services (PostgreSQL, Redis, moto's S3 server), a worker on each node,
+    the laptop's `client`; and genq's environment as each host sees it."""
+
+    def __init__(self, bed: Bed, tiny_model: Path, data_root: Path) -> None:
+        self.bed = bed
+        self.head = bed.add_host("head", {CLUSTER: 1, OFFICE: 1}, private_tmp=False)
+        self.nodes = [bed.add_host(f"node{i}", {CLUSTER: 10 + i}) for i in (1, 2)]
+        self.laptop = bed.add_host("laptop", {OFFICE: 21})
+        # Inputs every host holds a copy of, in its own /tmp: the model, MNIST
+        staged = bed.root / "inputs"
+        shutil.copytree(tiny_model, staged / "tiny")
+        shutil.copytree(data_root / "MNIST" / "raw", staged / "MNIST" / "raw")
+        self.inputs = f"mkdir -p /tmp/models /tmp/data && cp -r {staged}/tiny /tmp/models/ && cp -r {staged}/MNIST /tmp/data/"
+        self.postgres = PrivatePostgres(netns=self.head.netns)
+        self.database = self.postgres.create_database("genq").rsplit("/", 1)[1]
+        self.redis = PrivateRedis(netns=self.head.netns)
+        self.s3 = None
+        self.start_s3()
+        self.head.run([str(BIN / "python"), "-c", (
+            "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:%d').create_bucket(Bucket=%r)"
+            % (S3_PORT, BUCKET))], env=self.env_for(self.head))
+        self.client("db", "upgrade")
+        self.workers: dict[str, object] = {}
+
+    # -- what each host is told ------------------------------------------------------------
+    def env_for(self, host: Host) -> dict[str, str]:
+        head = self.head.address(CLUSTER if CLUSTER in host.addresses else OFFICE)
+        return {
+            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+            "GENQ_HOME": "/tmp/genq-home",
+            "GENQ_DATABASE_URL": f"postgresql+psycopg://postgres@{head}:{self.postgres.port}/{self.database}",
+            "GENQ_BROKER_URL": f"redis://{head}:{self.redis.port}/0",
+            "GENQ_ARTIFACT_ROOT": f"s3://{BUCKET}/artifacts",
+            "AWS_ENDPOINT_URL": f"http://{head}:{S3_PORT}", **AWS,
+            "GENQ_QUEUE": "hosts", "GENQ_DATA_ROOT": "/tmp/data", "GENQ_DEVICE": "cpu", "GENQ_TORCH_THREADS": "1",
+            "HF_HUB_OFFLINE": "1", "GENQ_LEASE": str(LEASE_S), "GENQ_HEARTBEAT_INTERVAL": "0.5",
+            "GENQ_RECONCILE_INTERVAL": "1", "GENQ_RESEND_AFTER": "3", "GENQ_RETRY_FOR": "20",
+        }
+
+    def start_s3(self) -> None:
+        self.s3 = self.head.start([str(BIN / "moto_server"), "-H", "0.0.0.0", "-p", str(S3_PORT)], "s3.log",
+                                  env=self.env_for(self.head))
+        deadline = time.monotonic() + 60
+        while not self.head.reachable("127.0.0.1", S3_PORT):
+            assert self.s3.poll() is None and time.monotonic() < deadline, Path(self.s3.log_path).read_text()
+            time.sleep(0.3)
+
+    def stop_s3(self) -> None:
+        self.head.stop(self.s3)
+
+    # -- the laptop ------------------------------------------------------------------------
+    def client(self, *args: str, check: bool = True, timeout: float = 300):
+        return self.laptop.run([str(BIN / "client"), *args], env=self.env_for(self.laptop), setup=self.inputs,
+                               check=check, timeout=timeout)
+
+    def client_json(self, *args: str, **kwargs):
+        return json.loads(self.client(*args, "--json", **kwargs).stdout)
+
+    # -- the nodes -------------------------------------------------------------------------
+    def start_worker(self, node: Host):
+        env = {**self.env_for(node), "GENQ_WORKER_NAME": node.name}
+        process = node.start([str(BIN / "genq-worker"), "--processes", "1"], f"worker-{len(node.processes)}.log",
+                             env=env, setup=self.inputs)
+        self.workers[node.name] = process
+        return process
+
+    def wait_ready(self, node: Host) -> None:
+        process = self.workers[node.name]
+        deadline = time.monotonic() + WORKER_READY_S
+        while b" ready." not in Path(process.log_path).read_bytes():
+            assert process.poll() is None, f"{node.name}'s worker exited:\n{Path(process.log_path).read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{node.name}'s worker not ready:\n{Path(process.log_path).read_text()[-3000:]}"
+            time.sleep(0.5)
+
+    def node_running(self, job_id: str, timeout: float = 120) -> Host:
+        """The node that runs the job, once it runs."""
+        deadline = time.monotonic() + timeout
+        while (status := self.client_json("status", job_id))["status"] != "running":
+            assert status["status"] == "queued" and time.monotonic() < deadline, status
+            time.sleep(0.5)
+        return next(node for node in self.nodes if status["worker"].startswith(f"{node.name}:"))
+
+    def wait_all(self, ids: list[str], timeout: float = 600) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = [self.client_json("status", job_id) for job_id in ids]
+            if all(job["status"] in ("succeeded", "failed", "cancelled") for job in jobs):
+                return jobs
+            assert time.monotonic() < deadline, [(j["id"][:8], j["status"]) for j in jobs if j["status"] not in ("succeeded",)]
+            time.sleep(2)
+
 
 
 @atexit.register
