@@ -23,6 +23,7 @@ from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.models import JobRow
 from genq.core.store.states import JobStatus
 from genq.worker.liveness import Heartbeat
+from genq.worker.pod_deletion_cost import PodDeletionCost
 from genq.worker.presence import Presence, device_label
 from genq.worker.run_context import JobSuperseded, RunContext, StoreLost, TimeLimitExceeded
 
@@ -59,6 +60,7 @@ class JobRunner:
     artifacts: ArtifactStore
     cache: ModelCache
     presence: Presence | None = None  # this worker's registry row, when it runs as a worker
+    pod_cost: PodDeletionCost | None = None  # its pod's deletion cost, when it runs in a Kubernetes pod
 
     @property
     def store(self):
@@ -85,6 +87,8 @@ class JobRunner:
                     Heartbeat(self.lifecycle, companion_id, companion_attempt, self.settings))
             if self.presence:
                 self.presence.busy(job_id)
+            if self.pod_cost:
+                self.pod_cost.busy()
             try:
                 if len(members) == 1:
                     self._run_alone(job, attempt, device, heartbeats[job_id])
@@ -93,6 +97,8 @@ class JobRunner:
             finally:
                 if self.presence:
                     self.presence.idle(len(members))
+                if self.pod_cost:
+                    self.pod_cost.idle()
 
     def _claim(self, job_id: str, where: str) -> JobRow | None:
         """The claimed job's row, or None when this delivery is to be dropped. The usual case is one
