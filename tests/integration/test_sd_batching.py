@@ -14,6 +14,7 @@ from PIL import Image
 from genq.core.context import LocalContext
 from genq.core.kinds.sd import SD
 from genq.core.sd.job import run
+from tests.conftest import ON_EVERY_ARTIFACT_STORE
 
 pytestmark = pytest.mark.integration
 SIZE = ["--width", "64", "--height", "64"]
@@ -34,6 +35,7 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("RGB"), dtype=np.int16)
 
 
+@ON_EVERY_ARTIFACT_STORE  # six runs of one batch, each writing its own artifacts
 def test_six_compatible_jobs_run_as_one_batch_and_each_equals_its_run_alone(genq, model, tmp_path):
     # Given six compatible jobs (own prompts, negatives, guidance scales, seeds) and one with other steps
     jobs = {}
@@ -70,6 +72,7 @@ def test_six_compatible_jobs_run_as_one_batch_and_each_equals_its_run_alone(genq
         assert np.abs(batched - solo).max() <= 1, f"job {i} differs from its solo run"
 
 
+@ON_EVERY_ARTIFACT_STORE
 def test_cancelling_one_job_mid_batch_cancels_that_one_only(genq, model):
     # Given three compatible long jobs running as one batch
     ids = [submit(genq, model, f"slow {i}", "--steps", "150", "--seed", str(i)) for i in range(3)]

@@ -110,8 +110,10 @@ def test_training_resumes_after_its_worker_is_killed(genq):
     worker_a.wait()
     killed_at_epoch = store.get(job_id).progress_done
     assert killed_at_epoch < 4 and store.get(job_id).status == "running"
-    # And worker B starts
-    genq.start_worker(env=fast_takeover)
+    # And worker B starts (its temp folder its own)
+    worker_b_tmp = genq.home.parent / "worker-b-tmp"
+    worker_b_tmp.mkdir()
+    genq.start_worker(env={**fast_takeover, "TMPDIR": str(worker_b_tmp)})
     # Then B takes the job over and resumes it from the last completed epoch
     assert genq.client("wait", job_id, "--timeout", "300", check=False).returncode == 0
     details = genq.client_json("show", job_id)
@@ -128,3 +130,5 @@ def test_training_resumes_after_its_worker_is_killed(genq):
     if genq.object_store:
         paths = {a["name"]: a["path"] for a in genq.client_json("artifacts", job_id)}
         assert f"/{job_id}/2/" in paths["checkpoint.safetensors"] and f"/{job_id}/2/" in paths["model.safetensors"]
+    # And the local copy B resumed from is gone with its run (in a folder store it read the file in place)
+    assert [p.name for p in worker_b_tmp.iterdir() if p.name.startswith("genq-run-")] == []

@@ -96,3 +96,14 @@ def test_a_large_artifact_is_uploaded_in_parts_and_read_back_whole(s3_root, s3_s
         while chunk := source.read(1 << 20):
             digest.update(chunk)
     assert digest.hexdigest() == stored.sha256
+
+
+@pytest.mark.parametrize("url, library", [("gs://bucket/prefix", "gcsfs"), ("az://container/prefix", "adlfs")])
+def test_a_store_whose_library_is_not_installed_is_one_line_at_the_check(url, library):
+    try:
+        __import__(library)
+        pytest.skip(f"{library} is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ArtifactStoreError, match=rf"^GENQ_ARTIFACT_ROOT {url}: its library is not installed \(.*{library}"):
+        open_artifact_store(url).check()

@@ -303,11 +303,22 @@ def test_every_emptydir_has_a_size_limit():
     assert home["emptyDir"]["sizeLimit"]
 
 
-def test_no_pod_mounts_a_service_account_token():
-    """None of them talks to the Kubernetes API: a token in the pod would only be something to steal."""
+def test_only_the_worker_pods_hold_a_token_and_it_may_only_patch_pods():
+    """The dashboard and the init containers never talk to the Kubernetes API: no token. A worker sets its
+    own pod's deletion cost: its service account is bound to one Role that may patch pods, nothing more."""
     assert pod_specs()
     for name, spec in pod_specs().items():
-        assert spec.get("automountServiceAccountToken") is False, name
+        if name != "Deployment/genq-worker":
+            assert spec.get("automountServiceAccountToken") is False, name
+    spec = worker_deployment()["spec"]["template"]["spec"]
+    account = one("ServiceAccount", spec["serviceAccountName"])["metadata"]["name"]
+    bindings = [b for b in k8s_objects() if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+                and any(s["kind"] == "ServiceAccount" and s["name"] == account for s in b["subjects"])]
+    assert [b["kind"] for b in bindings] == ["RoleBinding"]
+    role = one(bindings[0]["roleRef"]["kind"], bindings[0]["roleRef"]["name"])
+    assert role["kind"] == "Role" and role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in worker_container()["env"] if "valueFrom" in e}
+    assert env == {"GENQ_POD_NAME": "metadata.name", "GENQ_POD_NAMESPACE": "metadata.namespace"}
 
 
 def test_migrations_run_in_an_init_container_of_every_deployment_not_in_a_job():

@@ -38,6 +38,7 @@ from genq.core.broker import job_ids_in_broker, make_app, priority_lists
 from genq.core.lifecycle import Lifecycle
 from genq.worker.liveness import Reconciler
 from genq.worker.runner import JobRunner
+from tests.unit.test_pod_deletion_cost import api  # noqa: F401 (a fixture: the stand-in API server)
 from tests.faults import wait_for as wait_until
 from tests.conftest import REDIS_URL, migrated
 from tests.faults import PrivatePostgres
@@ -751,3 +752,26 @@ def test_a_superseded_runs_late_upload_to_an_object_store_never_becomes_an_artif
     # And attempt 2's write replaced the object: only its own key is left
     row = rig.store.artifact(job.id, "checkpoint.bin")
     assert row.relative_path.startswith(f"{job.id}/2/") and s3_server.keys(bucket) == [f"artifacts/{row.relative_path}"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_worker_in_a_pod_marks_it_busy_for_the_run_and_idle_after(rig, api, tmp_path):
+    from genq.worker.pod_deletion_cost import ANNOTATION, PodDeletionCost
+
+    url, server = api
+    (tmp_path / "token").write_text("t")
+    rig.runner.pod_cost = PodDeletionCost(url, "genq", "genq-worker-1", tmp_path / "token")
+    HOOKS["mark"] = lambda ctx: {"annotations_while_running": [r["body"]["metadata"]["annotations"][ANNOTATION]
+                                                               for r in wait_for_requests(server, 1)]}
+    job = rig.store.create(Probe(tag="mark"))
+    rig.runner.execute(job.id)
+    rig.runner.pod_cost.stop()
+    assert rig.store.get(job.id).result == {"annotations_while_running": ["1000"]}
+    assert [r["body"]["metadata"]["annotations"][ANNOTATION] for r in server.requests] == ["1000", "0"]
+
+
+def wait_for_requests(server, count: int, timeout_s: float = 10) -> list:
+    deadline = time.monotonic() + timeout_s
+    while len(server.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return list(server.requests)

@@ -23,6 +23,7 @@ from genq.core.store.artifacts import ArtifactStore
 from genq.core.store.models import JobRow
 from genq.core.store.states import JobStatus
 from genq.worker.liveness import Heartbeat
+from genq.worker.pod_deletion_cost import PodDeletionCost
 from genq.worker.presence import Presence, device_label
 from genq.worker.run_context import JobSuperseded, RunContext, StoreLost, TimeLimitExceeded
 
@@ -69,6 +70,7 @@ class JobRunner:
     artifacts: ArtifactStore
     cache: ModelCache
     presence: Presence | None = None  # this worker's registry row, when it runs as a worker
+    pod_cost: PodDeletionCost | None = None  # its pod's deletion cost, when it runs in a Kubernetes pod
 
     @property
     def store(self):
@@ -95,6 +97,8 @@ class JobRunner:
                     Heartbeat(self.lifecycle, companion_id, companion_attempt, self.settings))
             if self.presence:
                 self.presence.busy(job_id)
+            if self.pod_cost:
+                self.pod_cost.busy()
             try:
                 if len(members) == 1:
                     ended = self._run_alone(job, attempt, device, heartbeats[job_id])
@@ -103,6 +107,8 @@ class JobRunner:
             finally:
                 if self.presence:
                     self.presence.idle(len(members))
+                if self.pod_cost:
+                    self.pod_cost.idle()
         if ended is None:
             return Delivery(None, f"this run lost job {job_id} (superseded, or its store was lost): nothing recorded")
         return Delivery(ended.status, ended.reason or ended.status.value, ran=True)

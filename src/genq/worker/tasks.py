@@ -18,6 +18,7 @@ from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus
 from genq.core.store.workers import worker_registry
 from genq.worker.liveness import Reconciler
+from genq.worker.pod_deletion_cost import PodDeletionCost
 from genq.worker.presence import Presence, describe
 from genq.worker.runner import Delivery, JobRunner, prepare_torch
 
@@ -73,7 +74,8 @@ def build_runner(app: Celery, settings: Settings) -> JobRunner:
     return JobRunner(settings=settings, lifecycle=lifecycle, artifacts=open_artifact_store(settings.artifact_root),
                      cache=ModelCache(settings.model_cache_size),
                      presence=Presence(worker_registry(sessions), settings.heartbeat_interval_s,
-                                       settings.home / "run" / "unrecorded-worker-stops"))
+                                       settings.home / "run" / "unrecorded-worker-stops"),
+                     pod_cost=PodDeletionCost.from_environment())
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
@@ -115,6 +117,8 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     def _stop_reconciler(**_):
         reconciler.stop()
         runner.presence.stop()
+        if runner.pod_cost:
+            runner.pod_cost.stop()
 
     app.genq_runner = runner
     return app

@@ -125,8 +125,9 @@ class StoredFile:
     sha256: str
 
 
-class ArtifactUnreadable(Exception):
-    """An artifact's file cannot be read from the store; the message is one line saying why."""
+class ArtifactUnreadable(OSError):
+    """An artifact's file cannot be read from the store, or is not what its row recorded; the message is
+    one line saying why. An OSError, as a file that cannot be read is to every reader."""
 
 
 class ArtifactStoreError(ValueError):

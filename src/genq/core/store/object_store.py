@@ -56,25 +56,25 @@ class ObjectStore(ArtifactStore):
 
     def __init__(self, url: str) -> None:
         self.root = url
-        self._fs = None
-        self._base = ""
+        self._connected = None  # (the fsspec filesystem, the root as its path: bucket/prefix), on first use
 
-    @property
-    def fs(self):
-        if self._fs is None:
+    def _connect(self):
+        if self._connected is None:
             import fsspec
 
             try:
                 # no instance shared with other stores, no cached listings: every answer is the store's own
-                self._fs, self._base = fsspec.core.url_to_fs(self.root, skip_instance_cache=True,
-                                                             use_listings_cache=False)
+                self._connected = fsspec.core.url_to_fs(self.root, skip_instance_cache=True, use_listings_cache=False)
             except ImportError as exc:
                 raise ArtifactStoreError(f"GENQ_ARTIFACT_ROOT {self.root}: its library is not installed ({exc})") from None
-        return self._fs
+        return self._connected
+
+    @property
+    def fs(self):
+        return self._connect()[0]
 
     def _key(self, relative_path: str) -> str:
-        self.fs  # noqa: B018  (sets the base)
-        return f"{self._base}/{relative_path}"
+        return f"{self._connect()[1]}/{relative_path}"
 
     def _call(self, action: Callable[[], T], what: str) -> T:
         """`action()`, its failures said in one line: unusable store (ArtifactStoreError), an outage
@@ -103,8 +103,10 @@ class ObjectStore(ArtifactStore):
         relative_path = f"{job_id}/{attempt}/{secrets.token_hex(TOKEN_BYTES)}/{name}"
         key = self._key(relative_path)
         what = f"upload of artifact {name}"
+        # A failed upload leaves no object (a multipart upload is completed only at its end); one whose
+        # answer was lost may have left one, never indexed, under a key no other write uses.
+        self._call(lambda: self.fs.pipe_file(key, data), what)
         try:
-            self._call(lambda: self.fs.pipe_file(key, data), what)
             stored_size = self._call(lambda: self.fs.size(key), what)
         except BaseException:
             self.remove(relative_path)
