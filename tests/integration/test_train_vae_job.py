@@ -110,17 +110,20 @@ def test_cancelled_queued_job_never_runs(genq):
     assert job["status"] == "cancelled" and job["started_at"] is None
 
 
-def test_running_job_stops_at_the_next_epoch_when_cancelled(genq):
-    genq.start_worker()
-    job_id = genq.client("submit", "train-vae", "--epochs", "500", "--train-limit", "512", "--capacity", "8").stdout.strip()
+def test_a_running_job_reports_each_batch_and_stops_within_its_epoch_when_cancelled(genq):
+    genq.start_worker({"GENQ_TORCH_THREADS": "1"})
+    # 60,000 images in batches of 128: 469 steps an epoch, several seconds each on a CPU
+    job_id = genq.client("submit", "train-vae", "--epochs", "3", "--capacity", "8").stdout.strip()
     store = genq.store()
-    genq.wait_until(lambda: store.get(job_id).progress_done >= 1, what="the first epoch")
+    row = genq.wait_until(lambda: (r := store.get(job_id)).progress_done and r, timeout=180, what="the first batches")
+    assert row.progress_total == 3 * 469 and "epoch 1/3: batch" in row.progress_message, (row.progress_done, row.progress_message)
     genq.client("cancel", job_id)
     result = genq.client("wait", job_id, "--timeout", "60", "--json", check=False)
     assert result.returncode == 1
     job = json.loads(result.stdout)
     assert job["status"] == "cancelled"
-    assert job["progress"]["done"] < 500
+    # Within the first epoch: no epoch ended, so no loss was recorded
+    assert job["progress"]["done"] < 469 and genq.client_json("show", job_id)["metrics"] == {}
 
 
 def test_commands_refuse_an_unmigrated_database(genq, tmp_path):

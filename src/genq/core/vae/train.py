@@ -14,7 +14,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import safe_open
@@ -87,7 +87,12 @@ class Trainer:
             self.warmup_left = CUDA_GRAPH_WARMUP_STEPS
             self.warmup_stream = torch.cuda.Stream(device=self.device)
 
-    def run_epoch(self) -> EpochLoss:
+    def batches_per_epoch(self) -> int:
+        return -(-self.images.size(0) // self.batch_size)
+
+    def run_epoch(self, after_batch: Callable[[int], None] | None = None) -> EpochLoss:
+        """One pass over the images; `after_batch(batches done)` after each step (progress, and a cancel
+        or time limit taking effect within a step: it may raise)."""
         self.model.train()
         n, latent = self.images.size(0), self.model.config.latent_dims
         order = torch.randperm(n, generator=self.generator, device=self.device)  # (N,)
@@ -102,6 +107,8 @@ class Trainer:
             else:
                 self._eager_step(self.images[index], eps)
             batches += 1
+            if after_batch is not None:
+                after_batch(batches)
         return EpochLoss(total=self.loss_sum.item(), batches=batches, images=n)
 
     def _train_step(self, x: torch.Tensor, eps: torch.Tensor) -> None:
@@ -234,10 +241,18 @@ def run(spec: TrainVAE, ctx: JobContext) -> dict[str, Any]:
     start_epoch = len(history)
 
     trainer = Trainer(model, optimizer, train.images, spec.batch_size, spec.beta, generator)
+    per_epoch = trainer.batches_per_epoch()
+    total = per_epoch * spec.epochs
     for epoch in range(start_epoch + 1, spec.epochs + 1):
         ctx.check_cancelled()
         epoch_started = time.perf_counter()
-        loss = trainer.run_epoch()
+
+        def after_batch(batch: int, epoch: int = epoch) -> None:
+            ctx.check_cancelled()  # a cancel or time limit acts within a step (its store read is throttled)
+            if batch < per_epoch:  # the epoch's end is reported with its loss, below
+                ctx.progress((epoch - 1) * per_epoch + batch, total, f"epoch {epoch}/{spec.epochs}: batch {batch}/{per_epoch}")
+
+        loss = trainer.run_epoch(after_batch)
         seconds = time.perf_counter() - epoch_started
         train_seconds += seconds
         entry = {"epoch": epoch, "train_loss_per_image": loss.per_image, "train_loss_per_batch": loss.per_batch}
@@ -249,7 +264,7 @@ def run(spec: TrainVAE, ctx: JobContext) -> dict[str, Any]:
         ctx.artifact(CHECKPOINT_JSON, json_file)
         message = f"epoch {epoch}/{spec.epochs}: train loss {loss.per_image:.2f} per image ({seconds:.1f} s)"
         ctx.log(message)
-        ctx.progress(epoch, spec.epochs, message)
+        ctx.progress(epoch * per_epoch, total, message)
     ctx.check_cancelled()
 
     test_loss = evaluate(model, test.images, spec.beta)
