@@ -118,6 +118,7 @@ FROZEN_QUEUE = "soak-frozen"  # frozen-in-write's jobs: its extra worker consume
 # What the malformed fault pushes onto the lists: not JSON; JSON that is no kombu message
 MALFORMED_RAW = (b"\x80\x81 genq soak: not JSON \xff", b"[1, 2]", b'{"body": "genq soak: no envelope"}')
 MALFORMED_ARGS = ([12345], ["genq-soak-not-a-job-id"], [])  # genq.run_job calls whose args are not a job id
+MALFORMED_WINDOW_S = 180  # how long the malformed messages may wait for a free worker to take them off
 
 
 @dataclass
@@ -670,7 +671,10 @@ class Chaos:
                                    if raw in MALFORMED_RAW or any(i.encode() in raw for i in ids))
                         for queue in self.inst.queues}
 
-            deadline = time.monotonic() + PRECONDITION_WAIT_S * 3
+            # A worker busy with a job pops nothing (prefetch 1, acks late), and under the soak's backlog
+            # every worker can stay busy for a minute or more (seed 2: 44 s, and over 60 s once): the
+            # messages are checked when a worker is free, so the window is a few job lengths long.
+            deadline = time.monotonic() + MALFORMED_WINDOW_S
             busy_seen = 0  # the most workers seen running a job at once in the window: a busy worker pops nothing
             while (remaining := sum((by_queue := left_by_queue()).values())) and time.monotonic() < deadline:
                 busy_seen = max(busy_seen, len(self.inst.running_jobs()))
