@@ -177,9 +177,9 @@ def test_the_s3_server_frozen_for_30_s_leaves_no_half_indexed_artifact(cluster):
     # Given jobs running while the S3 server stops answering for 30 s (SIGSTOP: moto keeps its objects
     # in memory, so a stopped process, not a killed one)
     group = cluster.client_json("submit", "sd", "--model", "/tmp/models/tiny", "--width", "128", "--height", "128",
-                                "--steps", "20", "--prompt", "through the outage", "--sweep", "seed=1..8")
+                                "--steps", "40", "--prompt", "through the outage", "--sweep", "seed=1..8")
     ids = [job["id"] for job in group["jobs"]]
-    cluster.node_running(ids[0])
+    wait_for(lambda: cluster.client_json("status", ids[0])["status"] != "queued", 120, "the first job to start")
     cluster.s3.send_signal(19)
     try:
         time.sleep(30)
