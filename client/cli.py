@@ -14,6 +14,7 @@ from genq.client.render import (artifact_summary, echo_json, job_details, job_su
                                 status_line, worker_summary, workers_table)
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
+from genq.client.users import users_command
 from genq.client.visible import visible
 from genq.client.waiting import wait_for
 from genq.core.config import redact_url
@@ -37,6 +38,7 @@ def cli() -> None:
 
 cli.add_command(submit)
 cli.add_command(group_command)
+cli.add_command(users_command)
 
 
 @cli.command()

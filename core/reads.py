@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import sessionmaker
 
 from genq.core.kinds import kind_class
@@ -43,6 +43,7 @@ class JobFilter:
     group_id: str | None = None
     queue: str | None = None
     prompt: str | None = None
+    owner: str | None = None  # only this user's jobs
 
 
 @dataclass(frozen=True)
@@ -98,18 +99,22 @@ class Reads:
         with self.sessions() as session:
             return session.get(JobRow, job_id)
 
-    def resolve(self, ref: str) -> JobRow:
-        """A full job id or a unique prefix of at least MIN_ID_PREFIX characters (matched literally)."""
+    def resolve(self, ref: str, owner: str | None = None) -> JobRow:
+        """A full job id or a unique prefix of at least MIN_ID_PREFIX characters (matched literally);
+        with `owner`, only among that user's jobs (another's is not found, as if it did not exist)."""
         ref = ref.strip().lower()
         if text_problem(ref):
             raise JobNotFound(f"no job {ref!r}")
         job = self.get(ref)
-        if job is not None:
+        if job is not None and owner in (None, job.owner):
             return job
         if len(ref) < MIN_ID_PREFIX:
             raise JobNotFound(f"no job {ref!r} (give the full id or at least {MIN_ID_PREFIX} characters of it)")
+        query = select(JobRow).where(JobRow.id.startswith(ref, autoescape=True))
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
         with self.sessions() as session:
-            matches = session.scalars(select(JobRow).where(JobRow.id.startswith(ref, autoescape=True)).limit(2)).all()
+            matches = session.scalars(query.limit(2)).all()
         if not matches:
             raise JobNotFound(f"no job {ref!r}")
         if len(matches) > 1:
@@ -192,20 +197,24 @@ class Reads:
         with self.sessions() as session:
             return session.get(GroupRow, group_id)
 
-    def resolve_group(self, ref: str) -> GroupRow:
-        """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest of that name)."""
+    def resolve_group(self, ref: str, owner: str | None = None) -> GroupRow:
+        """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest
+        of that name); with `owner`, only among that user's groups."""
         ref = ref.strip()
         if text_problem(ref):
             raise GroupNotFound(f"no group {ref!r}")
-        if group := self.group(ref.lower()):
+        if (group := self.group(ref.lower())) and owner in (None, group.owner):
             return group
+        mine = (GroupRow.owner == owner) if owner is not None else true()
         with self.sessions() as session:
-            named = session.scalars(select(GroupRow).where(GroupRow.name == ref).order_by(GroupRow.created_at.desc())).first()
+            named = session.scalars(select(GroupRow).where(GroupRow.name == ref, mine)
+                                    .order_by(GroupRow.created_at.desc())).first()
             if named is not None:
                 return named
             if len(ref) < MIN_ID_PREFIX:
                 raise GroupNotFound(f"no group {ref!r} (give its name, its id or at least {MIN_ID_PREFIX} characters of it)")
-            matches = session.scalars(select(GroupRow).where(GroupRow.id.startswith(ref.lower(), autoescape=True)).limit(2)).all()
+            matches = session.scalars(select(GroupRow).where(GroupRow.id.startswith(ref.lower(), autoescape=True), mine)
+                                      .limit(2)).all()
         if not matches:
             raise GroupNotFound(f"no group {ref!r}")
         if len(matches) > 1:
@@ -268,6 +277,8 @@ def _filtered(where: JobFilter):
         query = query.where(JobRow.kind == where.kind)
     if where.queue:
         query = query.where(JobRow.queue == where.queue)
+    if where.owner:
+        query = query.where(JobRow.owner == where.owner)
     if where.prompt:
         query = query.where(JobRow.params["prompt"].as_string().icontains(where.prompt, autoescape=True))
     return query

@@ -118,7 +118,8 @@ class JobRunner:
             log.warning("job %s is for queue %s, which this worker does not consume: message dropped (the "
                         "reconciler sends it to its queue)", job_id, job.queue)
         elif job.status == JobStatus.QUEUED.value:
-            log.info("job %s retries later, or another delivery claimed it: message dropped", job_id)
+            log.info("job %s retries later, its owner is at their running limit, or another delivery claimed it: "
+                     "message dropped", job_id)
         else:
             log.info("job %s is %s: message dropped", job_id, job.status)
         return None
