@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import func, select, true
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import aliased, sessionmaker
 
 from genq.core.kinds import kind_class
 from genq.core.params import text_problem
@@ -69,6 +69,16 @@ class Run:
 class JobHistory:
     events: list[JobEvent]
     runs: list[Run]
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """One queued job's place on its queue: 1 is the next to start there."""
+
+    job_id: str
+    queue: str
+    priority: int
+    position: int
 
 
 @dataclass(frozen=True)
@@ -221,6 +231,14 @@ class Reads:
             raise GroupNotFound(f"{ref!r} matches several groups: give more of the id")
         return matches[0]
 
+    def groups(self, owner: str | None = None, limit: int = 50, offset: int = 0) -> list[GroupRow]:
+        """Groups newest first; with `owner`, only that user's."""
+        query = select(GroupRow).order_by(GroupRow.created_at.desc(), GroupRow.id.desc())
+        if owner is not None:
+            query = query.where(GroupRow.owner == owner)
+        with self.sessions() as session:
+            return list(session.scalars(query.limit(limit).offset(offset)))
+
     def group_jobs(self, group_id: str) -> list[JobRow]:
         """Every job of the group, in its sweep's order."""
         return self.jobs(JobFilter(group_id=group_id), limit=None)
@@ -252,6 +270,53 @@ class Reads:
         with self.sessions() as session:
             return {queue: count for queue, count in session.execute(
                 select(JobRow.queue, func.count()).where(JobRow.status == JobStatus.QUEUED.value).group_by(JobRow.queue))}
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Per queue, how many jobs are queued and running (everyone's: counts only)."""
+        counts: dict[str, dict[str, int]] = {}
+        with self.sessions() as session:
+            for queue, status, count in session.execute(
+                    select(JobRow.queue, JobRow.status, func.count())
+                    .where(JobRow.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)))
+                    .group_by(JobRow.queue, JobRow.status)):
+                counts.setdefault(queue, {JobStatus.QUEUED.value: 0, JobStatus.RUNNING.value: 0})[status] = count
+        return dict(sorted(counts.items()))
+
+    def queue_positions(self, owner: str, limit: int = 1000) -> list[QueuePlace]:
+        """`owner`'s queued jobs with their place on their queue (1: the next to start there): the queued
+        jobs of anyone ahead of it (a higher priority, or the same one and submitted earlier), plus one."""
+        ahead = aliased(JobRow)
+        before = (select(func.count()).select_from(ahead)
+                  .where(ahead.queue == JobRow.queue, ahead.status == JobStatus.QUEUED.value,
+                         (ahead.priority > JobRow.priority)
+                         | ((ahead.priority == JobRow.priority) & (ahead.submitted_at < JobRow.submitted_at)))
+                  .scalar_subquery())
+        query = (select(JobRow.id, JobRow.queue, JobRow.priority, before + 1)
+                 .where(JobRow.owner == owner, JobRow.status == JobStatus.QUEUED.value)
+                 .order_by(JobRow.queue, JobRow.priority.desc(), JobRow.submitted_at).limit(limit))
+        with self.sessions() as session:
+            return [QueuePlace(*row) for row in session.execute(query)]
+
+    # -- changes, for a stream of them ----------------------------------------------------
+    def last_transition_id(self) -> int:
+        with self.sessions() as session:
+            return session.scalar(select(func.max(JobEvent.id))) or 0
+
+    def transitions_after(self, after_id: int, owner: str | None = None, job_id: str | None = None,
+                          group_id: str | None = None, limit: int = 500) -> list[JobEvent]:
+        """Status transitions recorded after event `after_id`, oldest first; only of `owner`'s jobs, of
+        one job, or of one group's jobs when given."""
+        query = select(JobEvent).where(JobEvent.id > after_id).order_by(JobEvent.id).limit(limit)
+        if owner is not None or group_id is not None:
+            query = query.join(JobRow, JobRow.id == JobEvent.job_id)
+            if owner is not None:
+                query = query.where(JobRow.owner == owner)
+            if group_id is not None:
+                query = query.where(JobRow.group_id == group_id)
+        if job_id is not None:
+            query = query.where(JobEvent.job_id == job_id)
+        with self.sessions() as session:
+            return list(session.scalars(query))
 
     def figures(self, lease_s: float) -> StoreFigures:
         with self.sessions() as session:

@@ -118,6 +118,11 @@ class Client:
                **params: Any) -> "Job":
         """Validate and store one job, then wake a worker (or wait for `after` to succeed first)."""
         options = run_options(time_limit, retries, idempotency_key, queue, priority)
+        return self.submit_params(kind, params, after=after, options=options)
+
+    def submit_params(self, kind: str | type[JobParams], params: Mapping[str, Any], *, after: str | None,
+                      options: RunOptions) -> "Job":
+        """`submit` with the parameters as one mapping (whatever their names) and the run options made."""
         planned = self.plan(kind, params, after)
         row, unsent = self.lifecycle.submit(planned.params, depends_on=planned.depends_on, options=options,
                                             owner=self.owner)
