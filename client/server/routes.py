@@ -19,6 +19,8 @@ from genq.client.download import DownloadRefused, checked_name, open_source
 from genq.client.groups import group_summary
 from genq.client.render import artifact_summary, iso, job_details, job_summary, worker_summary
 from genq.client.server.auth import Principal, principal
+from genq.client.server.shapes import (Artifact, GroupCancelled, GroupListed, GroupSummary, JobCancelled, JobDetails,
+                                       JobSummary, LogLine, MetricPoint, QueueView, WorkerSummary)
 from genq.client.server.submissions import SubmitBody, invalid, request_body_schema, submit
 from genq.client.ui.api import read_chunks
 from genq.core.params import text_problem
@@ -89,7 +91,7 @@ def find_group(client: Client, ref: str):
              responses={400: {"model": Problem, "description": "The body is not JSON."},
                         429: {"model": Problem, "description": "The user's max_queued would be passed: nothing stored."}},
              summary="Submit one job, or a sweep (one job per point, as one group)")
-def submit_jobs(body: SubmitBody, client: Acting) -> dict[str, Any]:
+def submit_jobs(body: SubmitBody, client: Acting) -> JobSummary | GroupSummary:
     """The answer is the job as `client submit --json` prints it, or for a sweep its group as
     `client group --json` does. A bad value is a 422 whose message is the CLI's."""
     try:
@@ -106,7 +108,7 @@ def list_jobs(client: Acting,
               kind: str | None = None, group: str | None = None, queue: str | None = None,
               prompt: Annotated[str | None, Query(description="Any part of the prompt.", max_length=200)] = None,
               limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-              page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> list[dict[str, Any]]:
+              page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> list[JobSummary]:
     for name, value in (("kind", kind), ("group", group), ("queue", queue), ("prompt", prompt)):
         checked_text(name, value)
     group_id = find_group(client, group).id if group else None
@@ -116,12 +118,12 @@ def list_jobs(client: Acting,
 
 
 @router.get("/jobs/{job_id}", summary="Everything about a job (`client show --json`)")
-def show_job(job_id: JobId, client: Acting) -> dict[str, Any]:
+def show_job(job_id: JobId, client: Acting) -> JobDetails:
     return job_details(client.reads, find_job(client, job_id), client.settings.artifact_root)
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
-def cancel_job(job_id: JobId, client: Acting) -> dict[str, Any]:
+def cancel_job(job_id: JobId, client: Acting) -> JobCancelled:
     """A queued job never runs (and what waits for it fails); a running one stops at its next step."""
     job = find_job(client, job_id)
     cancelled = client.lifecycle.cancel(job.id)
@@ -130,7 +132,7 @@ def cancel_job(job_id: JobId, client: Acting) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/metrics", summary="A job's metric series")
-def job_metrics(job_id: JobId, client: Acting) -> dict[str, list[dict[str, float]]]:
+def job_metrics(job_id: JobId, client: Acting) -> dict[str, list[MetricPoint]]:
     job = find_job(client, job_id)
     return {name: [{"step": step, "value": value} for step, value in points]
             for name, points in client.reads.metric_series(job.id).items()}
@@ -139,14 +141,14 @@ def job_metrics(job_id: JobId, client: Acting) -> dict[str, list[dict[str, float
 @router.get("/jobs/{job_id}/logs", summary="A job's log lines after line `after` (for tailing)")
 def job_logs(job_id: JobId, client: Acting,
              after: Annotated[int, Query(ge=0, le=MAX_LOG_ID, description="The id of the last line seen.")] = 0
-             ) -> list[dict[str, Any]]:
+             ) -> list[LogLine]:
     job = find_job(client, job_id)
     return [{"id": line.id, "at": iso(line.at), "level": line.level, "message": line.message, "attempt": line.attempt}
             for line in client.reads.logs(job.id, after, limit=LOG_LINES_PER_ANSWER)]
 
 
 @router.get("/jobs/{job_id}/artifacts", summary="A job's artifacts (`client artifacts --json`)")
-def job_artifacts(job_id: JobId, client: Acting) -> list[dict[str, Any]]:
+def job_artifacts(job_id: JobId, client: Acting) -> list[Artifact]:
     job = find_job(client, job_id)
     return [artifact_summary(a, client.settings.artifact_root) for a in client.reads.artifacts(job.id)]
 
@@ -179,25 +181,25 @@ def download_artifact(job_id: JobId, name: str, client: Acting) -> StreamingResp
 # -- groups --------------------------------------------------------------------------------
 @router.get("/groups", summary="Groups (sweeps), newest first")
 def list_groups(client: Acting, limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-                page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> list[dict[str, Any]]:
+                page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> list[GroupListed]:
     return [{"id": g.id, "name": g.name, "kind": g.kind, "size": g.size, "created_at": iso(g.created_at)}
             for g in client.reads.groups(client.visible_owner, limit, (page - 1) * limit)]
 
 
 @router.get("/groups/{group_id}", summary="A group with its counts and table (`client group --json`)")
-def show_group(group_id: GroupId, client: Acting) -> dict[str, Any]:
+def show_group(group_id: GroupId, client: Acting) -> GroupSummary:
     return group_summary(find_group(client, group_id))
 
 
 @router.post("/groups/{group_id}/cancel", summary="Cancel every unfinished job of a group")
-def cancel_group(group_id: GroupId, client: Acting) -> dict[str, Any]:
+def cancel_group(group_id: GroupId, client: Acting) -> GroupCancelled:
     group = find_group(client, group_id)
     return {"id": group.id, "jobs": group.cancel()}
 
 
 # -- the fleet and the queue ---------------------------------------------------------------------
 @router.get("/workers", summary="The workers (`client workers --json`)")
-def list_workers(client: Acting) -> list[dict[str, Any]]:
+def list_workers(client: Acting) -> list[WorkerSummary]:
     """A job another user's worker runs is not named (its worker shows only that it is busy)."""
     summaries = [worker_summary(view) for view in client.reads.workers(client.settings.lease_s)]
     if client.visible_owner is not None:
@@ -209,7 +211,7 @@ def list_workers(client: Acting) -> list[dict[str, Any]]:
 
 
 @router.get("/queue", summary="The shared queue: everyone's counts, your own jobs' places")
-def queue(client: Acting) -> dict[str, Any]:
+def queue(client: Acting) -> QueueView:
     """Per queue, how many jobs are queued and running (everyone's, as counts only), and each of your
     queued jobs' position on its queue (1: the next to start there)."""
     counts = client.reads.queue_counts()

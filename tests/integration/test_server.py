@@ -81,6 +81,20 @@ def job_count(genq) -> int:
         engine.dispose()
 
 
+def sse_events(lines):
+    """(event, data) of each server-sent event, the event's id in data["event_id"] when it has one."""
+    fields: dict[str, str] = {}
+    for line in [*lines, ""]:
+        if line == "":
+            if "data" in fields:
+                data = json.loads(fields["data"])
+                yield fields.get("event"), {**data, **({"event_id": int(fields["id"])} if "id" in fields else {})}
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
 def sd_body(model, prompt: str, params: dict | None = None, **more) -> dict:
     return {"kind": "sd", "params": {"model": str(model), "prompt": prompt, **FAST_SD, **(params or {})}, **more}
 
@@ -164,23 +178,27 @@ def test_the_events_stream_follows_a_job_to_its_end_and_its_files_download_with_
     # Given a worker and alice's job
     alice = add_user(genq, "alice")
     genq.start_worker()
-    job = server.call("POST", "/api/jobs", alice, json=sd_body(tiny_model, "a lighthouse", {"num_images": 2})).json()
+    job = server.call("POST", "/api/jobs", alice, json=sd_body(tiny_model, "a lighthouse", {"num_images": 2, "steps": 40})).json()
     # When alice follows its events
     seen = []
     with httpx.stream("GET", f"{server.url}/api/events", params={"job": job["id"]},
                       headers={"Authorization": f"Bearer {alice}"}, timeout=120) as stream:
         assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
-        event = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                event = line[len("event: "):]
-            elif line.startswith("data: "):
-                seen.append((event, json.loads(line[len("data: "):])))
+        seen = list(sse_events(stream.iter_lines()))
     # Then it tells each state change to the end, with progress while it runs, and then closes
     states = [data["to"] for event, data in seen if event == "state"]
     assert states[-2:] == ["running", "succeeded"] and states[0] in ("queued", "running")
-    assert any(event == "progress" and data["total"] == 2 for event, data in seen)
+    assert any(event == "progress" and data["total"] > 0 for event, data in seen), seen
     assert seen[-1] == ("end", {"job": job["id"], "status": "succeeded"})
+    assert all(data["job"] == job["id"] for _, data in seen)
+    # And a stream resumed after its first transition (Last-Event-ID) gives the ones after it, then the end
+    first_id = next(data for event, data in seen if event == "state" and data["from"] is not None)
+    resumed = httpx.get(f"{server.url}/api/events", params={"job": job["id"]}, timeout=60,
+                        headers={"Authorization": f"Bearer {alice}", "Last-Event-ID": str(first_id["event_id"])})
+    replayed = [data for _, data in sse_events(resumed.text.splitlines())]
+    assert [each.get("to") for each in replayed[:-1]] == states[states.index(first_id["to"]) + 1:]
+    assert all(each["event_id"] > first_id["event_id"] for each in replayed[:-1])
+    assert replayed[-1] == {"job": job["id"], "status": "succeeded"}
     # And each artifact downloads with the sha256 the store recorded, which its bytes match
     listed = server.call("GET", f"/api/jobs/{job['id']}/artifacts", alice).json()
     assert {item["name"] for item in listed} >= {"grid.png"}
