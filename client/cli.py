@@ -271,7 +271,7 @@ def server_options(function):
                             help="0: a free port.")(function)
     return click.option("--host", default="127.0.0.1", show_default=True,
                         help="The address to listen on; any but this machine's needs users "
-                             "(`client users add`) and GENQ_UI_TOKEN.")(function)
+                             "(`client users add`) or GENQ_UI_TOKEN.")(function)
 
 
 @cli.command()

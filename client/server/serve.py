@@ -34,21 +34,40 @@ def bind(host: str, port: int) -> socket.socket:
 BANNER = "genq server: "
 
 
+def users_exist(settings) -> bool:
+    """Whether the store has users; False when there is no store yet (nothing is created to find out)."""
+    from genq.client.runtime import missing_store
+    from genq.core.store.db import check_schema, make_engine, session_factory
+    from genq.core.store.users import UserStore
+
+    if missing_store(settings) is not None:
+        return False
+    engine = make_engine(settings.database_url, settings.lease_s)
+    try:
+        check_schema(engine)
+        return UserStore(session_factory(engine)).any()
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
 def serve(host: str, port: int, banner: str = BANNER) -> None:
     """Every request needs a token, on this machine too: a user's, or the home's own (GENQ_UI_TOKEN,
     else GENQ_HOME/ui/token), which the printed URL carries once. Another address than this
-    machine's needs GENQ_UI_TOKEN and at least one user: with none, the server is one person's."""
+    machine's needs users, or GENQ_UI_TOKEN for a server of one: the token GENQ_HOME keeps is never
+    offered beyond this machine unless users exist."""
     import uvicorn
 
     from_variable = os.environ.get(TOKEN_VARIABLE) or None
-    if not this_machine_only(host) and not from_variable:
-        click.echo(f"Error: serving on {host} (not this machine only) needs {TOKEN_VARIABLE} set; "
-                   "every request must then carry it", err=True)
-        raise SystemExit(EXIT_USAGE)
     try:
         settings = load_settings()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    if not this_machine_only(host) and not from_variable and not users_exist(settings):
+        click.echo(f"Error: serving on {host} (not this machine only) needs users (`client users add NAME`), or "
+                   f"{TOKEN_VARIABLE} set for its one user: this home's own token is for this machine only", err=True)
+        raise SystemExit(EXIT_USAGE)
     try:
         app = make_app(settings, operator_token=from_variable,
                        allowed_hosts=list(LOCAL_NAMES) if this_machine_only(host) else None)
@@ -58,10 +77,6 @@ def serve(host: str, port: int, banner: str = BANNER) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot keep the dashboard's token in {token_file(settings)}: "
                                    f"{exc.strerror or exc}") from exc
-    if not this_machine_only(host) and not app.state.users.any():
-        click.echo(f"Error: serving on {host} (not this machine only) needs users: add them with "
-                   "`client users add NAME` (with none, the server is this home's owner's alone)", err=True)
-        raise SystemExit(EXIT_USAGE)
     try:
         sock = bind(host, port)
     except OSError as exc:

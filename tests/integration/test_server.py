@@ -95,6 +95,22 @@ def sse_events(lines):
             fields[name] = value
 
 
+def stream_for(server: Server, token: str, seconds: float) -> list:
+    """What the unfiltered events stream replays from the first transition on, read for `seconds`."""
+    lines, deadline = [], time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": "0"}
+    try:
+        with httpx.stream("GET", f"{server.url}/api/events", headers=headers, timeout=httpx.Timeout(10, read=1)) as stream:
+            assert stream.status_code == 200
+            for line in stream.iter_lines():
+                lines.append(line)
+                if time.monotonic() > deadline:
+                    break
+    except httpx.ReadTimeout:
+        pass
+    return list(sse_events(lines))
+
+
 def sd_body(model, prompt: str, params: dict | None = None, **more) -> dict:
     return {"kind": "sd", "params": {"model": str(model), "prompt": prompt, **FAST_SD, **(params or {})}, **more}
 
@@ -176,15 +192,22 @@ def test_bad_input_is_a_422_with_the_clis_message(genq, server, tiny_model):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_events_stream_follows_a_job_to_its_end_and_its_files_download_with_their_sha256(genq, server, tiny_model):
     # Given a worker and alice's job
-    alice = add_user(genq, "alice")
+    alice, bob = add_user(genq, "alice"), add_user(genq, "bob")
     genq.start_worker()
     job = server.call("POST", "/api/jobs", alice, json=sd_body(tiny_model, "a lighthouse", {"num_images": 2, "steps": 40})).json()
-    # When alice follows its events
-    seen = []
+    # When alice follows its events (and, while it runs, both users look at the workers)
+    seen, fleet = [], {}
     with httpx.stream("GET", f"{server.url}/api/events", params={"job": job["id"]},
                       headers={"Authorization": f"Bearer {alice}"}, timeout=120) as stream:
         assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
-        seen = list(sse_events(stream.iter_lines()))
+        for event, data in sse_events(stream.iter_lines()):
+            seen.append((event, data))
+            if event == "progress" and not fleet:
+                fleet = {who: server.call("GET", "/api/workers", token).json() for who, token in (("alice", alice),
+                                                                                                 ("bob", bob))}
+    # Then bob's view of the fleet never names alice's job; alice's does while it runs
+    assert job["id"] not in json.dumps(fleet["bob"])
+    assert all(worker["current_job"] in (None, job["id"]) for worker in fleet["alice"])
     # Then it tells each state change to the end, with progress while it runs, and then closes
     states = [data["to"] for event, data in seen if event == "state"]
     assert states[-2:] == ["running", "succeeded"] and states[0] in ("queued", "running")
@@ -199,6 +222,9 @@ def test_the_events_stream_follows_a_job_to_its_end_and_its_files_download_with_
     assert [each.get("to") for each in replayed[:-1]] == states[states.index(first_id["to"]) + 1:]
     assert all(each["event_id"] > first_id["event_id"] for each in replayed[:-1])
     assert replayed[-1] == {"job": job["id"], "status": "succeeded"}
+    # And the unfiltered stream, replayed from the start, shows alice her job's changes and bob nothing of them
+    assert job["id"] in json.dumps(stream_for(server, alice, seconds=2))
+    assert job["id"] not in json.dumps(stream_for(server, bob, seconds=2))
     # And each artifact downloads with the sha256 the store recorded, which its bytes match
     listed = server.call("GET", f"/api/jobs/{job['id']}/artifacts", alice).json()
     assert {item["name"] for item in listed} >= {"grid.png"}
@@ -209,13 +235,25 @@ def test_the_events_stream_follows_a_job_to_its_end_and_its_files_download_with_
         assert answer.headers["digest"].startswith("sha-256=")
 
 
-def test_serving_beyond_this_machine_needs_users(genq):
-    result = genq.client("server", "--host", "0.0.0.0", "--port", "0", env={"GENQ_UI_TOKEN": "t" * 40}, check=False,
-                         timeout=60)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_serving_beyond_this_machine_needs_users_or_a_chosen_token(genq):
+    # Given no users and no GENQ_UI_TOKEN: the home's own token is never offered beyond this machine
+    env = {key: value for key, value in genq.env.items() if key != "GENQ_UI_TOKEN"}
+    result = subprocess.run([str(BIN / "client"), "server", "--host", "0.0.0.0", "--port", "0"], env=env,
+                            cwd=genq.home, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: serving on 0.0.0.0 (not this machine only) needs users: add them with `client users add NAME` "
-        "(with none, the server is this home's owner's alone)"]
+        "Error: serving on 0.0.0.0 (not this machine only) needs users (`client users add NAME`), or GENQ_UI_TOKEN "
+        "set for its one user: this home's own token is for this machine only"]
+    # When a user exists, it serves there, to that user's token
+    alice = add_user(genq, "alice")
+    genq.env.pop("GENQ_UI_TOKEN", None)
+    started = start_server(genq, "--host", "0.0.0.0")
+    try:
+        local = Server(started.url.replace("0.0.0.0", "127.0.0.1"), started.operator_token, started.process)
+        assert local.call("GET", "/api/jobs", alice).json() == []
+    finally:
+        stop(started.process)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
