@@ -12,7 +12,6 @@ from genq.core.store.clock import db_now_plus
 from genq.core.store.jobs import JobStore, submitted_event_values
 from genq.core.store.models import GroupRow, JobRow, JobEvent, utcnow
 from genq.core.store.states import JobStatus
-from genq.core.store.users import check_queued_limit
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,7 @@ class GroupStore:
         rows = [self.jobs.new_row(plan.params, plan.depends_on, options, owner=owner, group_id=group.id,
                                   group_point=plan.point, group_index=index)
                 for index, plan in enumerate(planned)]
-        with self.jobs.limited_write(owner) as session:
-            if session.limited:
-                check_queued_limit(session, owner, len(rows))
+        with self.jobs.within_queued_limit(owner, len(rows)) as session:
             session.add(group)
             session.flush()
             session.execute(insert(JobRow), rows)

@@ -7,10 +7,11 @@ job's row in the same transaction as the write, so a takeover cannot commit in b
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy import and_, exists, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,7 +25,8 @@ from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
 from genq.core.store.models import ArtifactRow, JobRow, JobEvent, JobLog, Metric, UserRow, utcnow
 from genq.core.store.states import JobStatus, TransitionError, transition
-from genq.core.store.users import check_queued_limit, lock_owner, running_slots, under_running_limit
+from genq.core.store.users import (check_queued_limit, lock_running_limited_owner_of, running_slots,
+                                   under_running_limit)
 
 class RunSuperseded(RuntimeError):
     """This run's attempt is no longer the job's (it was taken over, or the job ended): stop writing."""
@@ -84,9 +86,7 @@ class JobStore:
         job = JobRow(**self.new_row(spec, depends_on, options, owner=owner),
                      last_sent_at=None if depends_on else db_now_plus(0))
         try:
-            with self.limited_write(owner) as session:
-                if session.limited:
-                    check_queued_limit(session, owner, 1)
+            with self.within_queued_limit(owner, 1) as session:
                 session.add(job)
                 session.flush()  # the job's row before its event's (the unit of work orders them by nothing)
                 session.add(submitted_event(job))
@@ -100,9 +100,9 @@ class JobStore:
         return created
 
     def new_row(self, spec: JobParams, depends_on: str | None, options: RunOptions, **values: Any) -> dict[str, Any]:
-        # values: further columns (owner; a group's id, point and index)
         """A new job's column values: `waiting` when it depends on another job, else `queued`; its seed
-        chosen when none was given, so the job records what it runs with."""
+        chosen when none was given, so the job records what it runs with. `values`: further columns
+        (its owner; a group's id, point and index)."""
         spec = spec.with_seed()
         status = JobStatus.WAITING if depends_on else JobStatus.QUEUED
         return dict(id=str(uuid.uuid4()), kind=spec.kind, status=status.value, params=spec.to_json(),
@@ -111,15 +111,19 @@ class JobStore:
                     failed_runs=0, idempotency_key=options.idempotency_key,
                     queue=options.queue or self.queue_for(spec.kind), priority=options.priority, **values)
 
-    def limited_write(self, owner: str | None):
-        """A session for inserting jobs of `owner`; `.limited` tells whether their max_queued must be checked
-        in it. Then it holds the right to write from its start (PostgreSQL: the owner's user row locked
-        by the check; SQLite: BEGIN IMMEDIATE, so its count cannot go stale before its insert)."""
-        session = self.sessions()
-        session.limited = owner is not None and self.has_queued_limit(owner)
-        if session.limited and session.get_bind().dialect.name == "sqlite":
-            session.execute(text("BEGIN IMMEDIATE"))
-        return session
+    @contextmanager
+    def within_queued_limit(self, owner: str | None, adding: int) -> Iterator[Session]:
+        """A session to insert `adding` jobs of `owner` in, in one transaction with the check of their
+        max_queued (OverLimit, nothing written, when it would be passed). When they have one, the
+        transaction holds the right to write from its start (PostgreSQL: their user row locked; SQLite:
+        BEGIN IMMEDIATE), so no other submit of theirs commits between the count and the insert."""
+        limited = owner is not None and self.has_queued_limit(owner)
+        with self.sessions() as session:
+            if limited:
+                if session.get_bind().dialect.name == "sqlite":
+                    session.execute(text("BEGIN IMMEDIATE"))
+                check_queued_limit(session, owner, adding)
+            yield session
 
     def has_queued_limit(self, owner: str) -> bool:
         with self.sessions() as session:
@@ -190,8 +194,7 @@ class JobStore:
         if queues is not None:
             claimable = claimable & JobRow.queue.in_(list(queues))
         with self.sessions() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                lock_owner(session, session.scalar(select(JobRow.owner).where(JobRow.id == job_id)), limited_only=True)
+            lock_running_limited_owner_of(session, job_id)
             try:
                 return transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
                                   reason=reason, values={"lease_until": db_now_plus(lease_s)}, only_if=claimable,

@@ -19,10 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from genq.core.config import LOCAL_USER as LOCAL_OWNER, USER_NAME
 from genq.core.store.models import JobRow, UserRow, utcnow
 from genq.core.store.states import JobStatus
 
-from genq.core.config import LOCAL_USER as LOCAL_OWNER, USER_NAME  # noqa: E402  (one rule for names)
 TOKEN_BYTES = 32
 UNFINISHED_NOT_RUNNING = (JobStatus.WAITING.value, JobStatus.QUEUED.value)
 
@@ -126,18 +126,25 @@ class UserStore:
         return row
 
 
-def lock_owner(session: Session, owner: str | None, limited_only: bool = False) -> UserRow | None:
+def lock_owner(session: Session, owner: str | None) -> UserRow | None:
     """The owner's user row, locked until this transaction ends on PostgreSQL (SQLite's writers are
-    serialised anyway): None when the owner is no user (no limits apply). `limited_only`: only a row
-    with a running limit is locked (other owners' claims need not wait for each other)."""
+    serialised anyway): None when the owner is no user (no limits apply)."""
     if owner is None:
         return None
     query = select(UserRow).where(UserRow.name == owner)
-    if limited_only:
-        query = query.where(UserRow.max_running.is_not(None))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return session.scalar(query)
+
+
+def lock_running_limited_owner_of(session: Session, job_id: str) -> None:
+    """On PostgreSQL, before a claim: lock the user row of the job's owner if they have a running limit, so
+    claims of their jobs run one after another and each counts the runs the others started. Owners
+    without a limit are not locked: their claims never wait on each other."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(select(UserRow.name).join(JobRow, JobRow.owner == UserRow.name)
+                    .where(JobRow.id == job_id, UserRow.max_running.is_not(None)).with_for_update(of=UserRow))
 
 
 def check_queued_limit(session: Session, owner: str | None, adding: int) -> None:
@@ -177,4 +184,4 @@ def running_slots(session: Session, owner: str) -> int | None:
 
 
 __all__ = ["LOCAL_OWNER", "OverLimit", "User", "UserError", "UserStore", "check_queued_limit", "lock_owner",
-           "running_slots", "token_hash", "under_running_limit"]
+           "lock_running_limited_owner_of", "running_slots", "token_hash", "under_running_limit"]
