@@ -264,12 +264,15 @@ class JobStore:
                                                        JobRow.lease_until < db_now_plus(0))) is not None
 
     def queued_unsent_since(self, seconds: float, limit: int = 1000) -> list[tuple[str, str]]:
-        """(id, queue) of queued jobs whose last wake-up was sent longer than `seconds` ago (database clock)."""
+        """(id, queue) of queued jobs whose last wake-up was sent longer than `seconds` ago (database clock).
+        Jobs their owner's max_running holds back are left out: a claim would refuse them, and the end of
+        one of that owner's runs wakes them (or, if that wake-up is lost, a later pass, once under the limit)."""
         with self.sessions() as session:
             unsent = JobRow.last_sent_at.is_(None) | (JobRow.last_sent_at < db_now_plus(-seconds))
             due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
             return [tuple(row) for row in session.execute(
-                select(JobRow.id, JobRow.queue).where(JobRow.status == JobStatus.QUEUED.value, unsent, due)
+                select(JobRow.id, JobRow.queue).where(JobRow.status == JobStatus.QUEUED.value, unsent, due,
+                                                      under_running_limit())
                 .order_by(JobRow.last_sent_at).limit(limit))]
 
     def count(self, status: JobStatus, queue: str | None = None) -> int:

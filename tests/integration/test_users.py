@@ -107,3 +107,28 @@ def test_max_running_holds_at_the_claim_with_two_workers(genq, tiny_model):
     starts = rows(genq, "SELECT started_at, finished_at FROM jobs ORDER BY started_at")
     for (_, finished), (started, _) in zip(starts, starts[1:]):
         assert started >= finished  # one after another, never side by side
+
+
+def test_a_job_held_back_by_max_running_is_refused_at_the_claim_and_not_re_sent_until_a_slot_frees(genq):
+    from genq.core.kinds.train_vae import TrainVAE
+    from genq.core.lifecycle import Lifecycle, Outcome
+    from genq.core.config import load_settings
+    from genq.core.store.states import JobStatus
+
+    genq.client("users", "add", "alice")
+    genq.client("users", "set", "alice", "--max-running", "1")
+    store = genq.store()
+    lifecycle = Lifecycle(store, load_settings(genq.env))
+    first, second = (store.create(TrainVAE(epochs=1), owner="alice") for _ in range(2))
+    other = store.create(TrainVAE(epochs=1), owner="bob")  # no user, no limit
+
+    claimed = lifecycle.claim(first.id, "w1")
+    assert claimed is not None and lifecycle.claim(second.id, "w2") is None  # alice has her one run
+    assert lifecycle.claim(other.id, "w2") is not None
+    assert store.get(second.id).status == "queued"
+    assert second.id not in [job_id for job_id, _ in store.queued_unsent_since(-1)]  # held back: not re-sent
+
+    assert store.startable_of_owner_of(first.id) == []  # no slot while it runs
+    lifecycle.finish(first.id, claimed.attempts, Outcome(JobStatus.SUCCEEDED, {"result": {}}), "w1")
+    assert second.id in [job_id for job_id, _ in store.queued_unsent_since(-1)]
+    assert lifecycle.claim(second.id, "w2") is not None
