@@ -50,10 +50,11 @@ class JobRow(Base):
     group_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)  # its sweep or group
     group_point: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # its swept values: {"beta": 4}
     group_index: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its place in the sweep, from 0
-    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # the user who submitted it
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the user who submitted it
 
     __table_args__ = (Index("ix_jobs_status_kind_queue", "status", "kind", "queue"),
-                      Index("ix_jobs_submitted_at_id", "submitted_at", "id"))
+                      Index("ix_jobs_submitted_at_id", "submitted_at", "id"),
+                      Index("ix_jobs_owner_status", "owner", "status"))  # a user's jobs; their running count at a claim
 
 
 class GroupRow(Base):

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -164,13 +164,14 @@ def check_queued_limit(session: Session, owner: str | None, adding: int) -> None
 
 def under_running_limit():
     """A condition on a job's row, for the claim's UPDATE: its owner has no max_running, or fewer of
-    their jobs than that are running. (The claim locks the owner's row first on PostgreSQL.)"""
+    their jobs than that are running. (The claim locks the owner's row first on PostgreSQL.) Written
+    so that the running jobs are counted only for an owner who has a limit."""
     running = aliased(JobRow)
     running_count = (select(func.count()).select_from(running)
-                     .where(running.owner == JobRow.owner, running.status == JobStatus.RUNNING.value)
+                     .where(running.owner == UserRow.name, running.status == JobStatus.RUNNING.value)
                      .scalar_subquery())
-    limit = select(UserRow.max_running).where(UserRow.name == JobRow.owner).scalar_subquery()
-    return limit.is_(None) | (running_count < limit)
+    return ~exists().where(UserRow.name == JobRow.owner, UserRow.max_running.is_not(None),
+                           UserRow.max_running <= running_count)
 
 
 def running_slots(session: Session, owner: str) -> int | None:

@@ -2,7 +2,8 @@
 
 - users: name, sha256 of the API token, admin flag, running and queued limits, webhook secret,
   created and revoked times
-- jobs.owner, groups.owner: nullable, so rows older than this revision keep no owner
+- jobs.owner, groups.owner: nullable, so rows older than this revision keep no owner; jobs are indexed
+  by (owner, status): a user's jobs, and how many of them run, counted at each claim of a limited user
 
 Revision ID: 0007
 Revises: 0006
@@ -31,7 +32,7 @@ def upgrade() -> None:
         sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
     )
     op.add_column('jobs', sa.Column('owner', sa.String(length=64), nullable=True))
-    op.create_index('ix_jobs_owner', 'jobs', ['owner'])
+    op.create_index('ix_jobs_owner_status', 'jobs', ['owner', 'status'])
     op.add_column('groups', sa.Column('owner', sa.String(length=64), nullable=True))
     op.create_index('ix_groups_owner', 'groups', ['owner'])
 
@@ -39,6 +40,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_groups_owner', 'groups')
     op.execute('ALTER TABLE groups DROP COLUMN owner')
-    op.drop_index('ix_jobs_owner', 'jobs')
+    op.drop_index('ix_jobs_owner_status', 'jobs')
     op.execute('ALTER TABLE jobs DROP COLUMN owner')
     op.drop_table('users')
