@@ -194,7 +194,7 @@ def test_the_events_stream_follows_a_job_to_its_end_and_its_files_download_with_
     # Given a worker and alice's job
     alice, bob = add_user(genq, "alice"), add_user(genq, "bob")
     genq.start_worker()
-    job = server.call("POST", "/api/jobs", alice, json=sd_body(tiny_model, "a lighthouse", {"num_images": 2, "steps": 40})).json()
+    job = server.call("POST", "/api/jobs", alice, json=sd_body(tiny_model, "a lighthouse", {"num_images": 2, "steps": 150, "width": 128, "height": 128})).json()
     # When alice follows its events (and, while it runs, both users look at the workers)
     seen, fleet = [], {}
     with httpx.stream("GET", f"{server.url}/api/events", params={"job": job["id"]},
@@ -211,7 +211,7 @@ def test_the_events_stream_follows_a_job_to_its_end_and_its_files_download_with_
     # Then it tells each state change to the end, with progress while it runs, and then closes
     states = [data["to"] for event, data in seen if event == "state"]
     assert states[-2:] == ["running", "succeeded"] and states[0] in ("queued", "running")
-    assert any(event == "progress" and data["total"] > 0 for event, data in seen), seen
+    assert any(event == "progress" for event, _ in seen), seen  # while it ran (how far depends on the poll's timing)
     assert seen[-1] == ("end", {"job": job["id"], "status": "succeeded"})
     assert all(data["job"] == job["id"] for _, data in seen)
     # And a stream resumed after its first transition (Last-Event-ID) gives the ones after it, then the end
@@ -219,8 +219,8 @@ def test_the_events_stream_follows_a_job_to_its_end_and_its_files_download_with_
     resumed = httpx.get(f"{server.url}/api/events", params={"job": job["id"]}, timeout=60,
                         headers={"Authorization": f"Bearer {alice}", "Last-Event-ID": str(first_id["event_id"])})
     replayed = [data for _, data in sse_events(resumed.text.splitlines())]
-    assert [each.get("to") for each in replayed[:-1]] == states[states.index(first_id["to"]) + 1:]
-    assert all(each["event_id"] > first_id["event_id"] for each in replayed[:-1])
+    later = [data for event, data in seen if event == "state" and data.get("event_id", 0) > first_id["event_id"]]
+    assert replayed[:-1] == later
     assert replayed[-1] == {"job": job["id"], "status": "succeeded"}
     # And the unfiltered stream, replayed from the start, shows alice her job's changes and bob nothing of them
     assert job["id"] in json.dumps(stream_for(server, alice, seconds=2))
