@@ -15,7 +15,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 
-_API = ("Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError", "NotFound")
+_API = ("Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError", "NotFound", "OverLimit")
 _CELERY_APP = ("app", "celery")  # the names `celery -A genq` looks for
 
 

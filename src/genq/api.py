@@ -30,8 +30,9 @@ from genq.core.store import models
 from genq.core.store.groups import GroupStore, PlannedJob
 from genq.core.store.jobs import JobStore
 from genq.core.store.states import JobStatus
+from genq.core.store.users import OverLimit
 
-__all__ = ["Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError", "NotFound"]
+__all__ = ["Client", "Job", "Group", "Artifact", "SpecError", "SweepPointError", "NotFound", "OverLimit"]
 
 OPEN_RETRY_S = 10.0  # a database restarting is back within this; a wrong URL should not keep the caller waiting
 SWEEPABLE = (list, tuple, range)  # in Client.sweep, a value of these types is swept; anything else is fixed
@@ -53,10 +54,34 @@ class NotFound(LookupError):
 
 
 class Client:
-    """A connection to genq's store and broker, with the settings of `settings` or of the environment."""
+    """A connection to genq's store and broker, with the settings of `settings` or of the environment.
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    Jobs it submits are owned by `owner` (default: GENQ_USER, else "local"). With `sees_all` False it
+    finds, lists and cancels only that owner's jobs and groups (another's is NotFound): what the
+    server gives a user who is not an admin.
+    """
+
+    def __init__(self, settings: Settings | None = None, owner: str | None = None, sees_all: bool = True) -> None:
         self._settings = settings
+        self._owner = owner
+        self.sees_all = sees_all
+
+    @property
+    def owner(self) -> str:
+        return self._owner or self.settings.user
+
+    @property
+    def visible_owner(self) -> str | None:
+        """Whose jobs this client may see: None for all of them."""
+        return None if self.sees_all else self.owner
+
+    def acting_as(self, owner: str, sees_all: bool) -> "Client":
+        """A client over this one's store and engine that submits as `owner` and sees only their jobs
+        unless `sees_all`."""
+        other = Client(self.settings, owner, sees_all)
+        for shared in ("store", "reads", "lifecycle", "artifact_store"):
+            other.__dict__[shared] = getattr(self, shared)
+        return other
 
     @cached_property
     def settings(self) -> Settings:
@@ -100,8 +125,14 @@ class Client:
                **params: Any) -> "Job":
         """Validate and store one job, then wake a worker (or wait for `after` to succeed first)."""
         options = run_options(time_limit, retries, idempotency_key, queue, priority)
+        return self.submit_params(kind, params, after=after, options=options)
+
+    def submit_params(self, kind: str | type[JobParams], params: Mapping[str, Any], *, after: str | None,
+                      options: RunOptions) -> "Job":
+        """`submit` with the parameters as one mapping (whatever their names) and the run options made."""
         planned = self.plan(kind, params, after)
-        row, unsent = self.lifecycle.submit(planned.params, depends_on=planned.depends_on, options=options)
+        row, unsent = self.lifecycle.submit(planned.params, depends_on=planned.depends_on, options=options,
+                                            owner=self.owner)
         return Job(self, row.id, unsent=unsent)
 
     def sweep(self, kind: str | type[JobParams], *, name: str | None = None, after: str | None = None,
@@ -141,7 +172,7 @@ class Client:
                 raise SweepPointError(exc, point) from None
             planned.append(PlannedJob(plan.params, plan.depends_on, point))
         group, unsent = self.lifecycle.submit_group(kind_of(kind).kind, name.strip() if name else None,
-                                                    sweep.definition(), planned, options)
+                                                    sweep.definition(), planned, options, self.owner)
         return Group(self, group.id, unsent=unsent)
 
     def plan(self, kind: str | type[JobParams], values: Mapping[str, Any], after: str | None) -> PlannedJob:
@@ -161,7 +192,7 @@ class Client:
         if problem := text_problem(ref):
             raise SpecError(problem, field)
         try:
-            job = self.reads.resolve(ref)
+            job = self.reads.resolve(ref, self.visible_owner)
         except LookupError as exc:
             raise SpecError(exc.args[0], field) from None
         if required_kind and job.kind != required_kind:
@@ -172,20 +203,21 @@ class Client:
     def job(self, ref: str) -> "Job":
         """A job by its id or a unique prefix of it."""
         try:
-            return Job(self, self.reads.resolve(ref).id)
+            return Job(self, self.reads.resolve(ref, self.visible_owner).id)
         except JobNotFound as exc:
             raise NotFound(str(exc)) from None
 
     def group(self, ref: str) -> "Group":
         """A group by its id, a unique prefix of it, or its name (the latest group of that name)."""
         try:
-            return Group(self, self.reads.resolve_group(ref).id)
+            return Group(self, self.reads.resolve_group(ref, self.visible_owner).id)
         except GroupNotFound as exc:
             raise NotFound(str(exc)) from None
 
     def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 20) -> list["Job"]:
         """The latest jobs first (of a state and kind, when given)."""
-        return [Job(self, row.id) for row in self.reads.jobs(JobFilter(status=status, kind=kind), limit)]
+        where = JobFilter(status=status, kind=kind, owner=self.visible_owner)
+        return [Job(self, row.id) for row in self.reads.jobs(where, limit)]
 
 
 def kind_of(kind: str | type[JobParams]) -> type[JobParams]:

@@ -2,7 +2,8 @@
 
 - client/ and genq/api.py (front doors) import nothing from genq.worker: the engine, the broker and
   the read model are in core/.
-- The dashboard (client/ui/) holds no SQL: it reads through the read model.
+- The dashboard (client/ui/) and the server (client/server/) hold no SQL: they read through the read
+  model and change jobs through the engine.
 - Outside core/kinds/ and the kinds' run modules (core/vae/, core/sd/), no code names a kind or one
   of its artifacts or metrics (docstrings may, as examples).
 - In core/, only broker.py and retry.py import Celery or kombu: the engine sends wake-ups through
@@ -69,8 +70,9 @@ def test_front_doors_import_nothing_from_the_worker_package():
     assert offenders == []
 
 
-def test_the_dashboard_holds_no_sql():
-    offenders = [f"{path.relative_to(REPO)}: {module}" for path in sorted((PACKAGE / "client" / "ui").rglob("*.py"))
+def test_the_dashboard_and_the_server_hold_no_sql():
+    paths = [*sorted((PACKAGE / "client" / "ui").rglob("*.py")), *sorted((PACKAGE / "client" / "server").rglob("*.py"))]
+    offenders = [f"{path.relative_to(REPO)}: {module}" for path in paths
                  for module in imported_modules(path) if module.split(".")[0] == "sqlalchemy"]
     assert offenders == []
 

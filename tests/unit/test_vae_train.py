@@ -20,7 +20,8 @@ SPEC = TrainVAE(latent_dims=2, capacity=16, epochs=2, train_limit=2048, seed=7)
 
 
 class StopAfterEpoch(LocalContext):
-    """Asks to cancel once epoch `stop_after` has reported progress (after its checkpoint)."""
+    """Asks to cancel once epoch `stop_after` has reported its end (after its checkpoint); the progress
+    within an epoch is reported per batch."""
 
     def __init__(self, *args, stop_after: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -28,7 +29,7 @@ class StopAfterEpoch(LocalContext):
 
     def progress(self, done, total, message=""):
         super().progress(done, total, message)
-        if done == self.stop_after:
+        if message.startswith(f"epoch {self.stop_after}/") and "train loss" in message:
             self.cancel_requested = True
 
 

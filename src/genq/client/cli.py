@@ -8,12 +8,14 @@ from pathlib import Path
 import click
 
 from genq.client import local
+from genq.client.local import UI_URL_PREFIX as UI_BANNER
 from genq.client.download import DownloadRefused, download_artifacts
 from genq.client.groups import group_command, group_summary, wait_for_group
 from genq.client.render import (artifact_summary, echo_json, job_details, job_summary, jobs_table, show_text,
                                 status_line, worker_summary, workers_table)
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
+from genq.client.users import users_command
 from genq.client.visible import visible
 from genq.client.waiting import wait_for
 from genq.core.config import redact_url
@@ -37,6 +39,7 @@ def cli() -> None:
 
 cli.add_command(submit)
 cli.add_command(group_command)
+cli.add_command(users_command)
 
 
 @cli.command()
@@ -230,7 +233,8 @@ def config(as_json: bool) -> None:
 
 @cli.command()
 def up() -> None:
-    """Single machine: migrate the database, start a broker if none answers, a worker and the dashboard.
+    """Single machine: migrate the database, start a broker if none answers, a worker and the server
+    (the dashboard and the HTTP API, `client server`).
 
     GENQ_HOME is created 0700 and the SQLite store 0600. An embedded broker requires a generated
     password, kept in GENQ_HOME/broker/password (0600) and used by every genq command of this home.
@@ -262,20 +266,38 @@ def down() -> None:
         click.echo(forgotten)
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="The address to listen on; any but this machine's needs GENQ_UI_TOKEN.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True, help="0: a free port.")
-def ui(host: str, port: int) -> None:
-    """Serve the web dashboard (jobs, a job's charts and pictures, groups, workers, a submit form,
-    /api JSON and /metrics) over this installation's store, and print its URL.
+def server_options(function):
+    function = click.option("--port", type=click.IntRange(0, 65535), default=8265, show_default=True,
+                            help="0: a free port.")(function)
+    return click.option("--host", default="127.0.0.1", show_default=True,
+                        help="The address to listen on; any but this machine's needs users "
+                             "(`client users add`) or GENQ_UI_TOKEN.")(function)
 
-    Every request must carry a token, on this machine too: GENQ_UI_TOKEN when set, else this home's
-    (GENQ_HOME/ui/token, 0600, made on first need), which the printed URL carries once."""
-    from genq.client.ui.server import serve
+
+@cli.command()
+@server_options
+def server(host: str, port: int) -> None:
+    """Serve the HTTP API (/api, OpenAPI at /openapi.json, docs at /docs) and the web dashboard (/)
+    from one process, over this installation's store, and print its URL.
+
+    Every request must carry a token, on this machine too: `Authorization: Bearer TOKEN` with a
+    user's token (`client users add`), who sees only their own jobs, or this home's token
+    (GENQ_UI_TOKEN when set, else GENQ_HOME/ui/token, 0600, made on first need; the printed URL
+    carries it once), which sees everything and is the dashboard's."""
+    from genq.client.server.serve import serve
 
     Runtime().settings  # a bad GENQ_* value: one line, before the server starts
     serve(host, port)
+
+
+@cli.command()
+@server_options
+def ui(host: str, port: int) -> None:
+    """The same as `client server` (the dashboard and the HTTP API): its older name."""
+    from genq.client.server.serve import serve
+
+    Runtime().settings
+    serve(host, port, banner=UI_BANNER)
 
 
 @cli.group()

@@ -25,6 +25,13 @@ from genq.core.params import (MAX_RETRIES, JobParams, SpecError, parameter_base_
                                range_text)
 from genq.core.store.db import SchemaError
 from genq.core.store.states import JobStatus
+from genq.core.store.users import OverLimit
+
+
+class Refused(click.ClickException):
+    """A valid submit its owner's limits refuse: one line, exit 2, nothing stored."""
+
+    exit_code = 2
 
 
 def option_name(field: str) -> str:
@@ -199,6 +206,8 @@ def kind_command(cls: type[JobParams]) -> click.Command:
             raise cli_error(exc) from None
         except SchemaError as exc:  # the store is opened once the input is valid
             raise click.ClickException(str(exc)) from None
+        except OverLimit as exc:
+            raise Refused(str(exc)) from None
         report_job(rt, job, wait, as_json, timeout)
 
     options = [parameter_option(name, field) for name, field in cls.model_fields.items()]

@@ -68,6 +68,7 @@ class Settings:
     sd_compile: bool  # torch.compile the UNet once per worker and shape (CUDA)
     preload: str  # a model a worker loads before it takes jobs ("" none)
     max_sweep: int  # a sweep of more jobs is refused unless confirmed (--yes)
+    user: str  # the owner recorded on jobs submitted with the store's own access (GENQ_USER; default "local")
 
     def queue_for(self, kind: str) -> str:
         """The queue a job of `kind` goes to when its submit names none."""
@@ -258,6 +259,18 @@ def default_home(env: dict[str, str]) -> Path:
     return Path(env.get("HOME") or Path.home()) / HOME_FOLDER
 
 
+LOCAL_USER = "local"  # the owner of jobs submitted with the store's own access when GENQ_USER is unset
+USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
+
+
+def _user(env: dict[str, str]) -> str:
+    name = env.get("GENQ_USER") or LOCAL_USER
+    if not USER_NAME.match(name):
+        raise ValueError(f"GENQ_USER: {name!r} is not a user name (1-64 characters: lowercase letters, digits, "
+                         "'.', '_' or '-', starting with a letter)")
+    return name
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("GENQ_HOME") or default_home(env)).expanduser().absolute()
@@ -296,4 +309,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sd_compile=_flag(env, "GENQ_SD_COMPILE"),
         preload=env.get("GENQ_PRELOAD") or "",
         max_sweep=_number(env, "GENQ_MAX_SWEEP", DEFAULT_MAX_SWEEP, int, 1, MAX_SWEEP_CEILING),
+        user=_user(env),
     )

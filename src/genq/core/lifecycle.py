@@ -4,10 +4,11 @@ The CLI, the Python API, the dashboard and the worker call these verbs; none mov
 
 - submit one job or a sweep's group (stored first, then woken: a message is only a wake-up);
 - wake: send queued jobs' wake-ups and record when;
-- claim (queued -> running, one statement that also returns the row) and claim companions to batch;
+- claim (queued -> running, one statement that also returns the row, refused while the job's owner
+  has their max_running jobs running) and claim companions to batch;
 - record a run's progress, metrics, artifacts and log lines, each fenced by its attempt;
-- finish a run (succeeded, failed, cancelled, or queued again to retry later), then release the
-  jobs that wait for it;
+- finish a run (succeeded, failed, cancelled, or queued again to retry later), then wake the owner's
+  jobs its running limit held back and release the jobs that wait for it;
 - take over a run whose lease has passed; release or fail waiting jobs; cancel a job or a group.
 
 Every move is a conditional transition (core.store.states), so of two callers racing for the same
@@ -31,6 +32,7 @@ from genq.core.store.groups import GroupStore, PlannedJob
 from genq.core.store.jobs import CancelOutcome, JobNotFound, JobStore, RunWrites
 from genq.core.store.models import GroupRow, JobRow, utcnow
 from genq.core.store.states import JobStatus, TransitionError
+from genq.core.store.users import OverLimit
 
 log = logging.getLogger("genq.lifecycle")
 
@@ -83,16 +85,17 @@ class Lifecycle:
 
     # -- submit ---------------------------------------------------------------------------
     def submit(self, params: JobParams, depends_on: str | None = None, options: RunOptions | None = None,
-               retry_for_s: float | None = None) -> tuple[JobRow, str | None]:
+               retry_for_s: float | None = None, owner: str | None = None) -> tuple[JobRow, str | None]:
         """Store a job (queued, or waiting for `depends_on`) and wake a worker when it is ready.
 
         Returns the job and, when its wake-up could not be sent, why. Nothing is lost then: the job is
         stored, and a worker's reconciler sends it once the broker answers (as it does when this
         process is killed between the insert and the send). Each step retries through a database or
         broker blip; once the row is stored, a blip that outlasts it leaves the job to the reconciler.
+        OverLimit, nothing stored, when the job would take `owner` past their max_queued.
         """
         retry_for_s = self.settings.retry_for_s if retry_for_s is None else retry_for_s
-        job = retrying(lambda: self.store.create(params, depends_on, options), retry_for_s, "storing the job")
+        job = retrying(lambda: self.store.create(params, depends_on, options, owner), retry_for_s, "storing the job")
         if not job.created:
             return job, None  # its idempotency key was used before: that job, as it is
         fault_point("after-insert", job.id)
@@ -110,10 +113,11 @@ class Lifecycle:
             return job, unsent  # as it was stored
 
     def submit_group(self, kind: str, name: str | None, definition: dict[str, Any], planned: Sequence[PlannedJob],
-                     options: RunOptions) -> tuple[GroupRow, str | None]:
+                     options: RunOptions, owner: str | None = None) -> tuple[GroupRow, str | None]:
         """Store a group and all its jobs in one transaction, then wake the queued ones over one connection
-        and release the waiting ones whose dependency has already ended."""
-        group, rows = self.groups.create(kind, name, definition, planned, options)
+        and release the waiting ones whose dependency has already ended. OverLimit, nothing stored, when
+        its jobs would take `owner` past their max_queued."""
+        group, rows = self.groups.create(kind, name, definition, planned, options, owner)
         retry_for_s = self.settings.retry_for_s
 
         def wake_all() -> None:
@@ -211,11 +215,26 @@ class Lifecycle:
             log.warning("job %s finished on this worker but was no longer its (%s)", job_id, exc)
             return None
         log.info("job %s %s", job_id, outcome.status.value)
+        self.wake_held_back(job_id)
         if outcome.status is JobStatus.QUEUED:
             return outcome  # a retry: the reconciler sends it once its back-off has passed
         fault_point("after-finish", job_id)
         self.release_dependents(job_id, worker, self.settings.retry_for_s)
         return outcome
+
+    def wake_held_back(self, job_id: str) -> None:
+        """`job_id` stopped running: wake the queued jobs of its owner that their max_running held back,
+        as many as may start now. A failure here costs only a delay: the reconciler re-sends queued jobs
+        whose wake-up was dropped."""
+        try:
+            startable = self.store.startable_of_owner_of(job_id)
+            if startable:
+                self.wake(startable, self.settings.retry_for_s)
+        except Exception as exc:
+            if not is_transient(exc) and not isinstance(exc, BrokerUnavailable):
+                raise
+            log.warning("could not wake the jobs held back by job %s's owner's running limit (%s): the reconciler "
+                        "will", job_id, exc)
 
     @staticmethod
     def cancelled_instead(retry: Outcome) -> Outcome:
@@ -247,6 +266,7 @@ class Lifecycle:
         if outcome is JobStatus.QUEUED:
             self.wake([job.id], self.settings.retry_for_s)
         else:
+            self.wake_held_back(job.id)
             self.release_dependents(job.id, worker, self.settings.retry_for_s)
         return outcome
 
@@ -310,4 +330,4 @@ class Lifecycle:
         return [self.cancel(row.id) for row in self.groups.jobs_of(group_id) if not JobStatus(row.status).finished]
 
 
-__all__ = ["Lifecycle", "Outcome", "Cancelled", "JobNotFound", "fault_point"]
+__all__ = ["Lifecycle", "Outcome", "Cancelled", "JobNotFound", "OverLimit", "fault_point"]

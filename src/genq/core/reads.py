@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import aliased, sessionmaker
 
 from genq.core.kinds import kind_class
 from genq.core.params import text_problem
@@ -43,6 +43,7 @@ class JobFilter:
     group_id: str | None = None
     queue: str | None = None
     prompt: str | None = None
+    owner: str | None = None  # only this user's jobs
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ class Run:
 class JobHistory:
     events: list[JobEvent]
     runs: list[Run]
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """One queued job's place on its queue: 1 is the next to start there."""
+
+    job_id: str
+    queue: str
+    priority: int
+    position: int
 
 
 @dataclass(frozen=True)
@@ -98,18 +109,22 @@ class Reads:
         with self.sessions() as session:
             return session.get(JobRow, job_id)
 
-    def resolve(self, ref: str) -> JobRow:
-        """A full job id or a unique prefix of at least MIN_ID_PREFIX characters (matched literally)."""
+    def resolve(self, ref: str, owner: str | None = None) -> JobRow:
+        """A full job id or a unique prefix of at least MIN_ID_PREFIX characters (matched literally);
+        with `owner`, only among that user's jobs (another's is not found, as if it did not exist)."""
         ref = ref.strip().lower()
         if text_problem(ref):
             raise JobNotFound(f"no job {ref!r}")
         job = self.get(ref)
-        if job is not None:
+        if job is not None and owner in (None, job.owner):
             return job
         if len(ref) < MIN_ID_PREFIX:
             raise JobNotFound(f"no job {ref!r} (give the full id or at least {MIN_ID_PREFIX} characters of it)")
+        query = select(JobRow).where(JobRow.id.startswith(ref, autoescape=True))
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
         with self.sessions() as session:
-            matches = session.scalars(select(JobRow).where(JobRow.id.startswith(ref, autoescape=True)).limit(2)).all()
+            matches = session.scalars(query.limit(2)).all()
         if not matches:
             raise JobNotFound(f"no job {ref!r}")
         if len(matches) > 1:
@@ -192,25 +207,37 @@ class Reads:
         with self.sessions() as session:
             return session.get(GroupRow, group_id)
 
-    def resolve_group(self, ref: str) -> GroupRow:
-        """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest of that name)."""
+    def resolve_group(self, ref: str, owner: str | None = None) -> GroupRow:
+        """A group by its id, a unique id prefix (MIN_ID_PREFIX characters at least), or its name (the latest
+        of that name); with `owner`, only among that user's groups."""
         ref = ref.strip()
         if text_problem(ref):
             raise GroupNotFound(f"no group {ref!r}")
-        if group := self.group(ref.lower()):
+        if (group := self.group(ref.lower())) and owner in (None, group.owner):
             return group
+        mine = (GroupRow.owner == owner) if owner is not None else true()
         with self.sessions() as session:
-            named = session.scalars(select(GroupRow).where(GroupRow.name == ref).order_by(GroupRow.created_at.desc())).first()
+            named = session.scalars(select(GroupRow).where(GroupRow.name == ref, mine)
+                                    .order_by(GroupRow.created_at.desc())).first()
             if named is not None:
                 return named
             if len(ref) < MIN_ID_PREFIX:
                 raise GroupNotFound(f"no group {ref!r} (give its name, its id or at least {MIN_ID_PREFIX} characters of it)")
-            matches = session.scalars(select(GroupRow).where(GroupRow.id.startswith(ref.lower(), autoescape=True)).limit(2)).all()
+            matches = session.scalars(select(GroupRow).where(GroupRow.id.startswith(ref.lower(), autoescape=True), mine)
+                                      .limit(2)).all()
         if not matches:
             raise GroupNotFound(f"no group {ref!r}")
         if len(matches) > 1:
             raise GroupNotFound(f"{ref!r} matches several groups: give more of the id")
         return matches[0]
+
+    def groups(self, owner: str | None = None, limit: int = 50, offset: int = 0) -> list[GroupRow]:
+        """Groups newest first; with `owner`, only that user's."""
+        query = select(GroupRow).order_by(GroupRow.created_at.desc(), GroupRow.id.desc())
+        if owner is not None:
+            query = query.where(GroupRow.owner == owner)
+        with self.sessions() as session:
+            return list(session.scalars(query.limit(limit).offset(offset)))
 
     def group_jobs(self, group_id: str) -> list[JobRow]:
         """Every job of the group, in its sweep's order."""
@@ -244,6 +271,53 @@ class Reads:
             return {queue: count for queue, count in session.execute(
                 select(JobRow.queue, func.count()).where(JobRow.status == JobStatus.QUEUED.value).group_by(JobRow.queue))}
 
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Per queue, how many jobs are queued and running (everyone's: counts only)."""
+        counts: dict[str, dict[str, int]] = {}
+        with self.sessions() as session:
+            for queue, status, count in session.execute(
+                    select(JobRow.queue, JobRow.status, func.count())
+                    .where(JobRow.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)))
+                    .group_by(JobRow.queue, JobRow.status)):
+                counts.setdefault(queue, {JobStatus.QUEUED.value: 0, JobStatus.RUNNING.value: 0})[status] = count
+        return dict(sorted(counts.items()))
+
+    def queue_positions(self, owner: str, limit: int = 1000) -> list[QueuePlace]:
+        """`owner`'s queued jobs with their place on their queue (1: the next to start there): the queued
+        jobs of anyone ahead of it (a higher priority, or the same one and submitted earlier), plus one."""
+        ahead = aliased(JobRow)
+        before = (select(func.count()).select_from(ahead)
+                  .where(ahead.queue == JobRow.queue, ahead.status == JobStatus.QUEUED.value,
+                         (ahead.priority > JobRow.priority)
+                         | ((ahead.priority == JobRow.priority) & (ahead.submitted_at < JobRow.submitted_at)))
+                  .scalar_subquery())
+        query = (select(JobRow.id, JobRow.queue, JobRow.priority, before + 1)
+                 .where(JobRow.owner == owner, JobRow.status == JobStatus.QUEUED.value)
+                 .order_by(JobRow.queue, JobRow.priority.desc(), JobRow.submitted_at).limit(limit))
+        with self.sessions() as session:
+            return [QueuePlace(*row) for row in session.execute(query)]
+
+    # -- changes, for a stream of them ----------------------------------------------------
+    def last_transition_id(self) -> int:
+        with self.sessions() as session:
+            return session.scalar(select(func.max(JobEvent.id))) or 0
+
+    def transitions_after(self, after_id: int, owner: str | None = None, job_id: str | None = None,
+                          group_id: str | None = None, limit: int = 500) -> list[JobEvent]:
+        """Status transitions recorded after event `after_id`, oldest first; only of `owner`'s jobs, of
+        one job, or of one group's jobs when given."""
+        query = select(JobEvent).where(JobEvent.id > after_id).order_by(JobEvent.id).limit(limit)
+        if owner is not None or group_id is not None:
+            query = query.join(JobRow, JobRow.id == JobEvent.job_id)
+            if owner is not None:
+                query = query.where(JobRow.owner == owner)
+            if group_id is not None:
+                query = query.where(JobRow.group_id == group_id)
+        if job_id is not None:
+            query = query.where(JobEvent.job_id == job_id)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
     def figures(self, lease_s: float) -> StoreFigures:
         with self.sessions() as session:
             jobs = {(state, kind): count for state, kind, count in session.execute(
@@ -268,6 +342,8 @@ def _filtered(where: JobFilter):
         query = query.where(JobRow.kind == where.kind)
     if where.queue:
         query = query.where(JobRow.queue == where.queue)
+    if where.owner:
+        query = query.where(JobRow.owner == where.owner)
     if where.prompt:
         query = query.where(JobRow.params["prompt"].as_string().icontains(where.prompt, autoescape=True))
     return query

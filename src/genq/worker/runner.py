@@ -139,8 +139,9 @@ class JobRunner:
                         "reconciler sends it to its queue)", job_id, job.queue)
             reason = f"for queue {job.queue}, which this worker does not consume"
         elif job.status == JobStatus.QUEUED.value:
-            log.info("job %s retries later, or another delivery claimed it: message dropped", job_id)
-            reason = "retries later, or another delivery claimed it"
+            log.info("job %s retries later, its owner is at their running limit, or another delivery claimed it: "
+                     "message dropped", job_id)
+            reason = "retries later, its owner is at their running limit, or another delivery claimed it"
         else:
             log.info("job %s is %s: message dropped", job_id, job.status)
             return Delivery(JobStatus(job.status), job.error or job.status)

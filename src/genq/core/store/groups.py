@@ -29,15 +29,16 @@ class GroupStore:
         self.sessions = jobs.sessions
 
     def create(self, kind: str, name: str | None, definition: dict[str, Any], planned: Sequence[PlannedJob],
-               options: RunOptions) -> tuple[GroupRow, list[dict[str, Any]]]:
+               options: RunOptions, owner: str | None = None) -> tuple[GroupRow, list[dict[str, Any]]]:
         """Insert the group and every job of it in one transaction (bulk inserts); returns the group
-        and the jobs' column values. Queued jobs' send times start now, by the database's clock."""
+        and the jobs' column values. Queued jobs' send times start now, by the database's clock.
+        OverLimit (nothing stored) when its jobs would take `owner` past their max_queued."""
         group = GroupRow(id=str(uuid.uuid4()), name=name, kind=kind, created_at=utcnow(), definition=definition,
-                      size=len(planned))
-        rows = [self.jobs.new_row(plan.params, plan.depends_on, options, group_id=group.id,
+                      size=len(planned), owner=owner)
+        rows = [self.jobs.new_row(plan.params, plan.depends_on, options, owner=owner, group_id=group.id,
                                   group_point=plan.point, group_index=index)
                 for index, plan in enumerate(planned)]
-        with self.sessions() as session:
+        with self.jobs.within_queued_limit(owner, len(rows)) as session:
             session.add(group)
             session.flush()
             session.execute(insert(JobRow), rows)

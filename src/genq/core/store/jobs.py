@@ -7,12 +7,13 @@ job's row in the same transaction as the write, so a takeover cannot commit in b
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, exists, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,8 +23,10 @@ from genq.core.params import JobParams, RunOptions, SpecError
 from genq.core.reads import JobFilter, JobNotFound, Reads
 from genq.core.store.artifacts import StoredFile
 from genq.core.store.clock import db_now_plus
-from genq.core.store.models import ArtifactRow, JobRow, JobEvent, JobLog, Metric, utcnow
+from genq.core.store.models import ArtifactRow, JobRow, JobEvent, JobLog, Metric, UserRow, utcnow
 from genq.core.store.states import JobStatus, TransitionError, transition
+from genq.core.store.users import (check_queued_limit, lock_running_limited_owner_of, running_slots,
+                                   under_running_limit)
 
 class RunSuperseded(RuntimeError):
     """This run's attempt is no longer the job's (it was taken over, or the job ended): stop writing."""
@@ -69,18 +72,21 @@ class JobStore:
         self.queue_for = queue_for or (lambda kind: DEFAULT_QUEUE)  # a kind's queue when a submit names none
 
     # -- jobs ---------------------------------------------------------------------------
-    def create(self, spec: JobParams, depends_on: str | None = None, options: RunOptions | None = None) -> JobRow:
+    def create(self, spec: JobParams, depends_on: str | None = None, options: RunOptions | None = None,
+               owner: str | None = None) -> JobRow:
         """Insert a job: `waiting` when it depends on another job, else `queued` (its send time starts
         now, by the database's clock, so a wake-up lost before it was sent is re-sent). With an
         idempotency key already used, the existing job is returned instead (`job.created` False), if it
         is the same job: the same kind and parameters (a seed not given takes the existing job's);
-        else SpecError naming it. A seed not given is chosen here, once the job is new."""
+        else SpecError naming it. A seed not given is chosen here, once the job is new. OverLimit (nothing
+        stored) when it would take `owner` past their max_queued."""
         options = options or RunOptions()
         if options.idempotency_key and (existing := self._by_key(options.idempotency_key)) is not None:
             return same_job_or_refuse(existing, spec)
-        job = JobRow(**self.new_row(spec, depends_on, options), last_sent_at=None if depends_on else db_now_plus(0))
+        job = JobRow(**self.new_row(spec, depends_on, options, owner=owner),
+                     last_sent_at=None if depends_on else db_now_plus(0))
         try:
-            with self.sessions() as session:
+            with self.within_queued_limit(owner, 1) as session:
                 session.add(job)
                 session.flush()  # the job's row before its event's (the unit of work orders them by nothing)
                 session.add(submitted_event(job))
@@ -95,7 +101,8 @@ class JobStore:
 
     def new_row(self, spec: JobParams, depends_on: str | None, options: RunOptions, **values: Any) -> dict[str, Any]:
         """A new job's column values: `waiting` when it depends on another job, else `queued`; its seed
-        chosen when none was given, so the job records what it runs with."""
+        chosen when none was given, so the job records what it runs with. `values`: further columns
+        (its owner; a group's id, point and index)."""
         spec = spec.with_seed()
         status = JobStatus.WAITING if depends_on else JobStatus.QUEUED
         return dict(id=str(uuid.uuid4()), kind=spec.kind, status=status.value, params=spec.to_json(),
@@ -103,6 +110,37 @@ class JobStore:
                     progress_done=0, progress_total=0, time_limit_s=options.time_limit_s, retries=options.retries,
                     failed_runs=0, idempotency_key=options.idempotency_key,
                     queue=options.queue or self.queue_for(spec.kind), priority=options.priority, **values)
+
+    @contextmanager
+    def within_queued_limit(self, owner: str | None, adding: int) -> Iterator[Session]:
+        """A session to insert `adding` jobs of `owner` in, in one transaction with the check of their
+        max_queued (OverLimit, nothing written, when it would be passed). When they have one, the
+        transaction holds the right to write from its start (PostgreSQL: their user row locked; SQLite:
+        BEGIN IMMEDIATE), so no other submit of theirs commits between the count and the insert."""
+        limited = owner is not None and self.has_queued_limit(owner)
+        with self.sessions() as session:
+            if limited:
+                if session.get_bind().dialect.name == "sqlite":
+                    session.execute(text("BEGIN IMMEDIATE"))
+                check_queued_limit(session, owner, adding)
+            yield session
+
+    def has_queued_limit(self, owner: str) -> bool:
+        with self.sessions() as session:
+            return session.scalar(select(UserRow.max_queued).where(UserRow.name == owner)) is not None
+
+    def startable_of_owner_of(self, job_id: str) -> list[str]:
+        """After `job_id` stopped running: queued, due jobs of its owner that may start now under their
+        max_running (highest priority, then oldest first); [] when the owner has no running limit."""
+        due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
+        with self.sessions() as session:
+            owner = session.scalar(select(JobRow.owner).where(JobRow.id == job_id))
+            slots = running_slots(session, owner) if owner is not None else None
+            if not slots:
+                return []
+            return list(session.scalars(
+                select(JobRow.id).where(JobRow.owner == owner, JobRow.status == JobStatus.QUEUED.value, due)
+                .order_by(JobRow.priority.desc(), JobRow.submitted_at).limit(slots)))
 
     def _by_key(self, key: str) -> JobRow | None:
         with self.sessions() as session:
@@ -149,11 +187,14 @@ class JobStore:
               reason: str = "claimed", queues: Sequence[str] | None = None) -> JobRow | None:
         """queued (and due: past a retry's back-off) -> running for this worker with a fresh lease, in one
         UPDATE ... RETURNING: the claimed row (its `attempts` is the new attempt), or None when the job
-        is not queued and due (another delivery claimed it, or it retries later)."""
-        claimable = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
+        is not queued and due (another delivery claimed it, or it retries later), or its owner already
+        has their max_running jobs running. On PostgreSQL a limited owner's user row is locked first,
+        so two claims of their jobs count each other's runs; SQLite runs one writer at a time."""
+        claimable = (JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))) & under_running_limit()
         if queues is not None:
             claimable = claimable & JobRow.queue.in_(list(queues))
         with self.sessions() as session:
+            lock_running_limited_owner_of(session, job_id)
             try:
                 return transition(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, worker=worker, device=device,
                                   reason=reason, values={"lease_until": db_now_plus(lease_s)}, only_if=claimable,
@@ -169,10 +210,12 @@ class JobStore:
         keeps its own budget). On PostgreSQL the candidates are locked FOR UPDATE SKIP LOCKED and all
         claimed in one transaction: two workers never wait on or fight for the same rows. Elsewhere
         (SQLite) each claim is its own conditional transition; one another worker won is skipped.
+        Jobs whose owner has a running limit are never companions: each is claimed by its own delivery.
         """
         due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
+        unlimited = ~exists().where(UserRow.name == JobRow.owner, UserRow.max_running.is_not(None))
         query = (select(JobRow).where(JobRow.status == JobStatus.QUEUED.value, JobRow.kind == first.kind,
-                                   JobRow.queue.in_(queues), JobRow.id != first.id, due)
+                                   JobRow.queue.in_(queues), JobRow.id != first.id, due, unlimited)
                  .order_by(JobRow.priority.desc(), JobRow.submitted_at).limit(candidates))
         reason = f"claimed to run in one batch with job {first.id}"
         with self.sessions() as session:
@@ -221,12 +264,15 @@ class JobStore:
                                                        JobRow.lease_until < db_now_plus(0))) is not None
 
     def queued_unsent_since(self, seconds: float, limit: int = 1000) -> list[tuple[str, str]]:
-        """(id, queue) of queued jobs whose last wake-up was sent longer than `seconds` ago (database clock)."""
+        """(id, queue) of queued jobs whose last wake-up was sent longer than `seconds` ago (database clock).
+        Jobs their owner's max_running holds back are left out: a claim would refuse them, and the end of
+        one of that owner's runs wakes them (or, if that wake-up is lost, a later pass, once under the limit)."""
         with self.sessions() as session:
             unsent = JobRow.last_sent_at.is_(None) | (JobRow.last_sent_at < db_now_plus(-seconds))
             due = JobRow.run_after.is_(None) | (JobRow.run_after <= db_now_plus(0))
             return [tuple(row) for row in session.execute(
-                select(JobRow.id, JobRow.queue).where(JobRow.status == JobStatus.QUEUED.value, unsent, due)
+                select(JobRow.id, JobRow.queue).where(JobRow.status == JobStatus.QUEUED.value, unsent, due,
+                                                      under_running_limit())
                 .order_by(JobRow.last_sent_at).limit(limit))]
 
     def count(self, status: JobStatus, queue: str | None = None) -> int:

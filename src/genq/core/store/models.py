@@ -50,9 +50,11 @@ class JobRow(Base):
     group_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)  # its sweep or group
     group_point: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # its swept values: {"beta": 4}
     group_index: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its place in the sweep, from 0
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the user who submitted it
 
     __table_args__ = (Index("ix_jobs_status_kind_queue", "status", "kind", "queue"),
-                      Index("ix_jobs_submitted_at_id", "submitted_at", "id"))
+                      Index("ix_jobs_submitted_at_id", "submitted_at", "id"),
+                      Index("ix_jobs_owner_status", "owner", "status"))  # a user's jobs; their running count at a claim
 
 
 class GroupRow(Base):
@@ -67,6 +69,22 @@ class GroupRow(Base):
     # {"fixed": {parameter: value}, "swept": {parameter: [values]}}: what was asked for, as given
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     size: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class UserRow(Base):
+    """Someone who submits through the server: a token (kept only as its sha256), limits, a webhook secret."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no limit
+    max_queued: Mapped[int | None] = mapped_column(Integer, nullable=True)  # waiting + queued jobs; None: no limit
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class JobEvent(Base):
