@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -262,6 +263,13 @@ def test_the_openapi_schema_holds_under_schemathesis(genq, server, tmp_path):
     schema = server.call("GET", "/openapi.json", None).json()
     bodies = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     assert len(bodies) == 4  # one per kind, from its declaration
+    # The interactive docs work offline: Swagger UI's files come from the server, not a CDN
+    page = server.call("GET", "/docs", None)
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(asset.startswith("/docs-assets/") for asset in assets), assets
+    for asset in assets:
+        assert server.call("GET", asset, None).status_code == 200, asset
     root = add_user(genq, "root", "--admin")
     run = subprocess.run([str(BIN / "st"), "run", f"{server.url}/openapi.json", "-H", f"Authorization: Bearer {root}",
                           "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
