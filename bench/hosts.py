@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.hosts import LONG, SD, VAE, Bed, Cluster, namespaces_refused
+from tests.hosts import VAE, Bed, Cluster, namespaces_refused
 
 REPO = Path(__file__).resolve().parents[1]
 TAKEOVER_WAIT_S = 120
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, rng: random.Random, model: Path, data_root: Pa
         for node in cluster.nodes:
             cluster.wait_ready(node)
         started = time.monotonic()
-        sd = [*SD[:-1], str(args.steps)]
+        sd = cluster.sd(args.steps)
         group = cluster.client_json("submit", "sd", *sd, "--prompt", "a lighthouse", "--sweep",
                                     f"seed=1..{args.jobs - 3 - args.partitions}", "--yes")
         trained = cluster.client("submit", "train-vae", *VAE).stdout.strip()
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, rng: random.Random, model: Path, data_root: Pa
         recoveries = []
         for index in range(args.partitions):  # each on a long job of its own, which outlives a lease
             time.sleep(rng.uniform(0, 5))
-            long_job = cluster.client("submit", "sd", *LONG, "--priority", "9").stdout.strip()
+            long_job = cluster.client("submit", "sd", *cluster.long_sd(), "--priority", "9").stdout.strip()
             ids.append(long_job)
             took = partition(cluster, long_job)
             print(f"hosts: partition {index + 1}: " + (f"taken over after {took:.1f} s" if took is not None

@@ -8,9 +8,10 @@
 The two bridges live in a namespace of their own (the switch), so no traffic touches this machine's
 own network: the head (PostgreSQL, Redis, the S3 server) is on both, the GPU nodes only on the
 cluster, the laptop only on the office network, so it reaches the head's address and nothing else.
-Every node and the laptop also get a private /tmp (a tmpfs mounted in their own mount namespace):
-their GENQ_HOME, temp files and copies of their inputs live there, and no folder is shared between
-hosts. Cutting a host's link sets its port on the switch down; restoring it brings it back.
+Every node and the laptop also get a private folder: a tmpfs each mounts, in its own mount
+namespace, on the same path (`Bed.private`, an empty folder for everyone else), so the same path holds
+each host's own files. Their GENQ_HOME, temp folder (TMPDIR) and copies of their inputs live there,
+and no folder is shared between hosts. Cutting a host's link sets its port on the switch down; restoring it brings it back.
 
 Needs root and iproute2 (`ip netns`); `namespaces_refused()` says why not where they are missing.
 Everything made here is removed on close (and at interpreter exit): processes, namespaces, veths.
@@ -34,7 +35,7 @@ from tests.faults import PrivatePostgres, PrivateRedis
 BIN = Path(sys.executable).parent
 CLUSTER, OFFICE = "cluster", "office"
 SUBNETS = {CLUSTER: "10.77.1", OFFICE: "10.77.2"}
-PRIVATE_TMP_SIZE = "4g"
+PRIVATE_SIZE = "4g"
 _OPEN: list["Bed"] = []
 
 
@@ -67,7 +68,7 @@ class Host:
     netns: str
     addresses: dict[str, str]  # network -> address
     folder: Path
-    private_tmp: bool
+    private: bool
     ports: dict[str, str] = field(default_factory=dict)  # network -> its port's name on the switch
     processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -76,10 +77,11 @@ class Host:
 
     def argv(self, command: list[str], setup: str = "") -> list[str]:
         """`command` run on this host: in its network namespace (whose mount namespace `ip netns exec`
-        makes private), with its own /tmp where it has one, after `setup` (a shell line)."""
+        makes private), with its own private folder where it has one, after `setup` (a shell line)."""
         prelude = []
-        if self.private_tmp:
-            prelude.append(f"mount -t tmpfs -o size={PRIVATE_TMP_SIZE},mode=1777 tmpfs /tmp")
+        if self.private:
+            folder = shlex.quote(str(self.bed.private))
+            prelude.append(f"mount -t tmpfs -o size={PRIVATE_SIZE},mode=1777 tmpfs {folder} && mkdir -p {folder}/tmp")
         if setup:
             prelude.append(setup)
         script = " && ".join([*prelude, 'exec "$@"'])
@@ -139,8 +141,9 @@ class Bed:
 
     def __init__(self, root: Path | None = None) -> None:
         self.tag = f"{os.getpid() % 100000:05d}{int(time.monotonic() * 1000) % 100:02d}"
-        # Not under /tmp, which each host's own /tmp hides: logs, and inputs the hosts copy from
         self.root = Path(root or tempfile.mkdtemp(prefix="genq-hosts-", dir="/var/tmp"))
+        self.private = self.root / "private"  # where each private host mounts its own folder
+        self.private.mkdir()
         self.switch = f"gq{self.tag}-switch"
         self.hosts: dict[str, Host] = {}
         self._veths = 0
@@ -157,14 +160,14 @@ class Bed:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def add_host(self, name: str, numbers: dict[str, int], private_tmp: bool = True) -> Host:
+    def add_host(self, name: str, numbers: dict[str, int], private: bool = True) -> Host:
         """A host with one interface on each network of `numbers` (network -> last byte of its address)."""
         netns = f"gq{self.tag}-{name}"
         ip("netns", "add", netns)
         ip("-n", netns, "link", "set", "lo", "up")
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        host = Host(self, name, netns, {}, folder, private_tmp)
+        host = Host(self, name, netns, {}, folder, private)
         for index, (network, number) in enumerate(numbers.items()):
             self._veths += 1
             inside, port = f"gq{self.tag}{self._veths:02d}h", f"gq{self.tag}{self._veths:02d}s"
@@ -204,9 +207,7 @@ class Bed:
 S3_PORT, BUCKET = 5000, "genq"
 AWS = {"AWS_ACCESS_KEY_ID": "genq-test", "AWS_SECRET_ACCESS_KEY": "genq-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 LEASE_S = 6
-SD = ["--model", "/tmp/models/tiny", "--width", "64", "--height", "64", "--steps", "2"]
 VAE = ["--epochs", "1", "--train-limit", "256", "--capacity", "8"]
-LONG = ["--model", "/tmp/models/tiny", "--width", "256", "--height", "256", "--steps", "60", "--prompt", "a long one"]  # ~15 s
 WORKER_READY_S = 180
 
 
@@ -216,14 +217,17 @@ class Cluster:
 
     def __init__(self, bed: Bed, tiny_model: Path, data_root: Path) -> None:
         self.bed = bed
-        self.head = bed.add_host("head", {CLUSTER: 1, OFFICE: 1}, private_tmp=False)
+        self.head = bed.add_host("head", {CLUSTER: 1, OFFICE: 1}, private=False)
         self.nodes = [bed.add_host(f"node{i}", {CLUSTER: 10 + i}) for i in (1, 2)]
         self.laptop = bed.add_host("laptop", {OFFICE: 21})
-        # Inputs every host holds a copy of, in its own /tmp: the model, MNIST
+        # Inputs every host holds a copy of, in its own private folder: the model, MNIST
         staged = bed.root / "inputs"
         shutil.copytree(tiny_model, staged / "tiny")
         shutil.copytree(data_root / "MNIST" / "raw", staged / "MNIST" / "raw")
-        self.inputs = f"mkdir -p /tmp/models /tmp/data && cp -r {staged}/tiny /tmp/models/ && cp -r {staged}/MNIST /tmp/data/"
+        own = bed.private
+        self.model = str(own / "models" / "tiny")
+        self.inputs = (f"mkdir -p {own}/models {own}/data && cp -r {staged}/tiny {own}/models/"
+                       f" && cp -r {staged}/MNIST {own}/data/")
         self.postgres = PrivatePostgres(netns=self.head.netns)
         self.database = self.postgres.create_database("genq").rsplit("/", 1)[1]
         self.redis = PrivateRedis(netns=self.head.netns)
@@ -239,16 +243,30 @@ class Cluster:
     def env_for(self, host: Host) -> dict[str, str]:
         head = self.head.address(CLUSTER if CLUSTER in host.addresses else OFFICE)
         return {
-            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-            "GENQ_HOME": "/tmp/genq-home",
+            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+            **self.private_env(host),
             "GENQ_DATABASE_URL": f"postgresql+psycopg://postgres@{head}:{self.postgres.port}/{self.database}",
             "GENQ_BROKER_URL": f"redis://{head}:{self.redis.port}/0",
             "GENQ_ARTIFACT_ROOT": f"s3://{BUCKET}/artifacts",
             "AWS_ENDPOINT_URL": f"http://{head}:{S3_PORT}", **AWS,
-            "GENQ_QUEUE": "hosts", "GENQ_DATA_ROOT": "/tmp/data", "GENQ_DEVICE": "cpu", "GENQ_TORCH_THREADS": "1",
+            "GENQ_QUEUE": "hosts", "GENQ_DEVICE": "cpu", "GENQ_TORCH_THREADS": "1",
             "HF_HUB_OFFLINE": "1", "GENQ_LEASE": str(LEASE_S), "GENQ_HEARTBEAT_INTERVAL": "0.5",
             "GENQ_RECONCILE_INTERVAL": "1", "GENQ_RESEND_AFTER": "3", "GENQ_RETRY_FOR": "20",
         }
+
+    def private_env(self, host: Host) -> dict[str, str]:
+        """Where a host keeps its own files: its private folder, or (the head) a folder of its own."""
+        own = self.bed.private if host.private else host.folder
+        return {"HOME": str(own), "TMPDIR": str(own / "tmp") if host.private else str(host.folder),
+                "GENQ_HOME": str(own / "genq-home"), "GENQ_DATA_ROOT": str(own / "data")}
+
+    def sd(self, steps: int = 2, size: int = 64) -> list[str]:
+        """`client submit sd` options for the tiny model each host holds its own copy of."""
+        return ["--model", self.model, "--width", str(size), "--height", str(size), "--steps", str(steps)]
+
+    def long_sd(self) -> list[str]:
+        """An sd job that outlives a lease (about 15 s here)."""
+        return [*self.sd(60, 256), "--prompt", "a long one"]
 
     def start_s3(self) -> None:
         self.s3 = self.head.start([str(BIN / "moto_server"), "-H", "0.0.0.0", "-p", str(S3_PORT)], "s3.log",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import BUCKET, CLUSTER, LEASE_S, LONG, OFFICE, SD, VAE, Bed, Cluster, Host, namespaces_refused
+from tests.hosts import BUCKET, CLUSTER, LEASE_S, OFFICE, VAE, Bed, Cluster, Host, namespaces_refused
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_the_laptop_reaches_only_the_head(cluster):
 def test_a_sweep_from_the_laptop_runs_on_both_nodes_and_every_artifact_downloads(cluster):
     # Given 20 jobs from the laptop: a sweep of 17 tiny SD jobs, and a short train-vae with an
     # interpolation and samples that wait for it
-    group = cluster.client_json("submit", "sd", *SD, "--prompt", "a lighthouse", "--sweep", "seed=1..17")
+    group = cluster.client_json("submit", "sd", *cluster.sd(), "--prompt", "a lighthouse", "--sweep", "seed=1..17")
     model = cluster.client("submit", "train-vae", *VAE).stdout.strip()
     after = [cluster.client("submit", "interpolate", "--model", model, "--from-digit", "7", "--to-digit", "1").stdout.strip(),
              cluster.client("submit", "sample-vae", "--model", model).stdout.strip()]
@@ -83,7 +83,7 @@ def test_a_sweep_from_the_laptop_runs_on_both_nodes_and_every_artifact_downloads
             assert sha256(out / job_id / artifact["name"]) == artifact["sha256"]
     for node in cluster.nodes:
         pid = cluster.workers[node.name].pid
-        home = Path(f"/proc/{pid}/root/tmp/genq-home")
+        home = Path(f"/proc/{pid}/root{cluster.bed.private}/genq-home")  # its private folder, as it sees it
         stored = [p for p in home.rglob("*") if p.is_file() and p.suffix in (".png", ".pt", ".safetensors", ".json")]
         assert not (home / "artifacts").exists() and stored == [], stored
 
@@ -117,7 +117,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 def test_a_node_cut_off_mid_job_is_taken_over_and_its_late_writes_are_refused(cluster):
     # Given a long job running on one node
-    job_id = cluster.client("submit", "sd", *LONG).stdout.strip()
+    job_id = cluster.client("submit", "sd", *cluster.long_sd()).stdout.strip()
     victim = cluster.node_running(job_id)
     other = next(node for node in cluster.nodes if node is not victim)
     log = Path(cluster.workers[victim.name].log_path)
@@ -143,13 +143,13 @@ def test_a_node_cut_off_mid_job_is_taken_over_and_its_late_writes_are_refused(cl
              f"the cut node's run to be refused; its log:\n{log.read_bytes()[seen:].decode(errors='replace')[-4000:]}")
     wait_for(lambda: any(w["name"].startswith(f"{victim.name}:") and w["state"] in ("idle", "busy")
                          for w in cluster.client_json("workers")), 60, "the cut node to rejoin")
-    later = cluster.client_json("submit", "sd", *SD, "--prompt", "after the cut", "--sweep", "seed=1..6")
+    later = cluster.client_json("submit", "sd", *cluster.sd(), "--prompt", "after the cut", "--sweep", "seed=1..6")
     jobs = cluster.wait_all([job["id"] for job in later["jobs"]])
     assert [job["status"] for job in jobs] == ["succeeded"] * 6
 
 
 def test_a_node_killed_outright_loses_nothing(cluster):
-    job_id = cluster.client("submit", "sd", *LONG).stdout.strip()
+    job_id = cluster.client("submit", "sd", *cluster.long_sd()).stdout.strip()
     victim = cluster.node_running(job_id)
     victim.stop(cluster.workers[victim.name], sig=9)  # the whole supervisor group, as a power cut
     try:
@@ -163,7 +163,7 @@ def test_a_node_killed_outright_loses_nothing(cluster):
 
 
 def test_redis_restarted_empty_loses_no_job(cluster):
-    group = cluster.client_json("submit", "sd", *SD, "--prompt", "before the wipe", "--sweep", "seed=1..8")
+    group = cluster.client_json("submit", "sd", *cluster.sd(), "--prompt", "before the wipe", "--sweep", "seed=1..8")
     ids = [job["id"] for job in group["jobs"]]
     cluster.redis.restart()  # every waiting message is gone; SQL still has the jobs
     jobs = cluster.wait_all(ids)
@@ -176,8 +176,8 @@ def test_redis_restarted_empty_loses_no_job(cluster):
 def test_the_s3_server_frozen_for_30_s_leaves_no_half_indexed_artifact(cluster):
     # Given jobs running while the S3 server stops answering for 30 s (SIGSTOP: moto keeps its objects
     # in memory, so a stopped process, not a killed one)
-    group = cluster.client_json("submit", "sd", "--model", "/tmp/models/tiny", "--width", "128", "--height", "128",
-                                "--steps", "40", "--prompt", "through the outage", "--sweep", "seed=1..8")
+    group = cluster.client_json("submit", "sd", *cluster.sd(40, 128), "--prompt", "through the outage",
+                                "--sweep", "seed=1..8")
     ids = [job["id"] for job in group["jobs"]]
     wait_for(lambda: cluster.client_json("status", ids[0])["status"] != "queued", 120, "the first job to start")
     cluster.s3.send_signal(19)
