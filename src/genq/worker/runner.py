@@ -128,11 +128,11 @@ class JobRunner:
             if self.lifecycle.take_over(job, me) is not JobStatus.QUEUED:
                 log.info("job %s is running on %s: message dropped (its lease is live, or it ended)",
                          job_id, job.worker_host)
-                return self._dropped(job_id, f"running on {job.worker_host}, or ended")
+                return self._dropped(self.store.get(job_id), f"running on {job.worker_host}, or ended")
             claimed = self.lifecycle.claim(job_id, me, where, queues)
             if claimed is None:
                 log.info("job %s was claimed by another delivery", job_id)
-                return self._dropped(job_id, "claimed by another delivery")
+                return self._dropped(self.store.get(job_id), "claimed by another delivery")
             return claimed
         if job.status == JobStatus.QUEUED.value and job.queue not in queues:
             log.warning("job %s is for queue %s, which this worker does not consume: message dropped (the "
@@ -144,14 +144,16 @@ class JobRunner:
             reason = "retries later, its owner is at their running limit, or another delivery claimed it"
         else:
             log.info("job %s is %s: message dropped", job_id, job.status)
-            return Delivery(JobStatus(job.status), job.error or job.status)
-        return Delivery(JobStatus(job.status), f"message dropped: {reason}")
+            reason = f"job is {job.status}"
+        return self._dropped(job, reason)
 
-    def _dropped(self, job_id: str, reason: str) -> Delivery:
-        """A dropped delivery of a job that another run holds or ended: its status as it is now."""
-        job = self.store.get(job_id)
-        status = JobStatus(job.status) if job else None
-        if status is not None and status.finished:
+    @staticmethod
+    def _dropped(job: JobRow | None, reason: str) -> Delivery:
+        """A dropped delivery, with its job's status as it is now: an ended job's outcome, else why."""
+        if job is None:
+            return Delivery(None, f"message dropped: {reason}")
+        status = JobStatus(job.status)
+        if status.finished:
             return Delivery(status, job.error or job.status)
         return Delivery(status, f"message dropped: {reason}")
 
