@@ -10,22 +10,20 @@ import base64
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from genq.api import Client, NotFound, OverLimit
-from genq.client.download import DownloadRefused, checked_name, open_source
 from genq.client.groups import group_summary
 from genq.client.render import artifact_summary, iso, job_details, job_summary, worker_summary
 from genq.client.server.auth import Principal, principal
 from genq.client.server.shapes import (Artifact, GroupCancelled, GroupListed, GroupSummary, JobCancelled, JobDetails,
                                        JobSummary, LogLine, MetricPoint, QueueView, WorkerSummary)
 from genq.client.server.submissions import SubmitBody, invalid, request_body_schema, submit
-from genq.client.ui.api import read_chunks
+from genq.client.ui.api import open_artifact, read_chunks
 from genq.core.params import text_problem
 from genq.core.reads import JobFilter, JobNotFound
-from genq.core.store.artifacts import ArtifactNameError, validate_artifact_name
 from genq.core.store.states import JobStatus
 
 MAX_PAGE_SIZE = 200
@@ -158,19 +156,7 @@ def job_artifacts(job_id: JobId, client: Acting) -> list[Artifact]:
                              "description": "The file, streamed; its recorded sha256 in `X-Genq-Sha256` and `Digest`."}},
             summary="Download one artifact")
 def download_artifact(job_id: JobId, name: str, client: Acting) -> StreamingResponse:
-    job = find_job(client, job_id)
-    try:
-        validate_artifact_name(name)
-    except ArtifactNameError:
-        raise HTTPException(404, "no such artifact") from None
-    row = client.reads.artifact(job.id, name)
-    if row is None:
-        raise HTTPException(404, "no such artifact")
-    store = client.artifact_store
-    try:
-        source = open_source(store, row, checked_name(row, store))
-    except DownloadRefused:
-        raise HTTPException(404, "the artifact's file is missing or not a plain file in the store") from None
+    row, source = open_artifact(client, find_job(client, job_id), name)
     digest = base64.b64encode(bytes.fromhex(row.sha256)).decode()
     headers = {"Content-Length": str(row.size), "X-Genq-Sha256": row.sha256, "Digest": f"sha-256={digest}",
                "Content-Disposition": f'attachment; filename="{row.name.rsplit("/", 1)[-1]}"'}

@@ -101,24 +101,28 @@ def metrics(request: Request) -> Response:
 
 def artifact(request: Request) -> Response:
     """A file by job id and artifact name, looked up in the artifact index; the path is the index's."""
-    job = find_job(request)
-    name = request.path_params["name"]
-    try:
-        validate_artifact_name(name)
-    except ArtifactNameError:
-        raise HTTPException(404, "no such artifact") from None
-    row = reads_of(request).artifact(job.id, name)
-    if row is None:
-        raise HTTPException(404, "no such artifact")
-    store = client_of(request).artifact_store
-    try:
-        source = open_source(store, row, checked_name(row, store))
-    except DownloadRefused:
-        raise HTTPException(404, "the artifact's file is missing or not a plain file in the store") from None
+    row, source = open_artifact(client_of(request), find_job(request), request.path_params["name"])
     headers = {"Content-Length": str(row.size)}
     if row.media_type not in INLINE_TYPES:
         headers["Content-Disposition"] = f'attachment; filename="{row.name.rsplit("/", 1)[-1]}"'
     return StreamingResponse(read_chunks(source, row.size), media_type=row.media_type, headers=headers)
+
+
+def open_artifact(client, job, name: str):
+    """The job's artifact `name`: its index row and its bytes, opened from the store (the dashboard's and
+    the API's downloads). 404 for a name that is not one, no such artifact, or a file the store lacks."""
+    try:
+        validate_artifact_name(name)
+    except ArtifactNameError:
+        raise HTTPException(404, "no such artifact") from None
+    row = client.reads.artifact(job.id, name)
+    if row is None:
+        raise HTTPException(404, "no such artifact")
+    store = client.artifact_store
+    try:
+        return row, open_source(store, row, checked_name(row, store))
+    except DownloadRefused:
+        raise HTTPException(404, "the artifact's file is missing or not a plain file in the store") from None
 
 
 def read_chunks(source, size: int):
