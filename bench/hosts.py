@@ -16,7 +16,6 @@ duplicated or failed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import shutil
 import statistics
@@ -68,23 +67,18 @@ def partition(cluster: Cluster, job_id: str) -> float | None:
 def audit(cluster: Cluster, ids: list[str], out: Path) -> dict[str, int]:
     counts = {"ok": 0, "lost": 0, "dup": 0, "failed": 0}
     for job_id in ids:
-        shown = cluster.client_json("show", job_id)
-        ends = [e for e in shown["events"] if e["to"] in ("succeeded", "failed", "cancelled")]
-        listed = cluster.client_json("artifacts", job_id)
-        attempts = {a["path"].split(f"{job_id}/", 1)[1].split("/", 1)[0] for a in listed}
-        if not ends:
+        found = cluster.audit(job_id, out)
+        if not found.ends:
             counts["lost"] += 1
             continue
-        if len(ends) > 1 or len(attempts) > 1:
+        if found.ends > 1 or len(found.attempts) > 1:
             counts["dup"] += 1
-        if shown["status"] != "succeeded":
+        if found.shown["status"] != "succeeded":
             counts["failed"] += 1
-            continue
-        cluster.client("artifacts", job_id, "--download", str(out / job_id))
-        if all(hashlib.sha256((out / job_id / a["name"]).read_bytes()).hexdigest() == a["sha256"] for a in listed):
-            counts["ok"] += 1
-        else:
+        elif found.bad_downloads:
             counts["dup"] += 1  # an artifact whose bytes are not the recorded ones: counted as a bad copy
+        else:
+            counts["ok"] += 1
     return counts
 
 

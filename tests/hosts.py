@@ -19,6 +19,7 @@ Everything made here is removed on close (and at interpreter exit): processes, n
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import shlex
@@ -311,6 +312,18 @@ class Cluster:
             time.sleep(0.5)
         return next(node for node in self.nodes if status["worker"].startswith(f"{node.name}:"))
 
+    def audit(self, job_id: str, out: Path) -> "JobAudit":
+        """The job against the soak's audit rules, its artifacts downloaded on the laptop into out/<job id>."""
+        shown = self.client_json("show", job_id)
+        listed = self.client_json("artifacts", job_id)
+        if listed:
+            self.client("artifacts", job_id, "--download", str(out / job_id))
+        bad = [a["name"] for a in listed
+               if hashlib.sha256((out / job_id / a["name"]).read_bytes()).hexdigest() != a["sha256"]]
+        return JobAudit(shown, ends=sum(e["to"] in ("succeeded", "failed", "cancelled") for e in shown["events"]),
+                        attempts={a["path"].split(f"{job_id}/", 1)[1].split("/", 1)[0] for a in listed},
+                        bad_downloads=bad)
+
     def wait_all(self, ids: list[str], timeout: float = 600) -> list[dict]:
         deadline = time.monotonic() + timeout
         while True:
@@ -320,6 +333,27 @@ class Cluster:
             assert time.monotonic() < deadline, [(j["id"][:8], j["status"]) for j in jobs if j["status"] not in ("succeeded",)]
             time.sleep(2)
 
+
+
+@dataclass
+class JobAudit:
+    """What the audit found of one job: its `client show`, how often it ended, the attempts its
+    artifacts come from (their object keys), and the artifacts whose download is not their sha256."""
+
+    shown: dict
+    ends: int
+    attempts: set[str]
+    bad_downloads: list[str]
+
+    @property
+    def problems(self) -> list[str]:
+        """How it breaks the rules: it must end once, keep one attempt's artifacts, and download whole."""
+        found = [] if self.ends == 1 else [f"ended {self.ends} times"]
+        if len(self.attempts) > 1:
+            found.append(f"artifacts of attempts {sorted(self.attempts)}")
+        if self.bad_downloads:
+            found.append(f"downloads unlike their sha256: {self.bad_downloads}")
+        return found
 
 
 @atexit.register

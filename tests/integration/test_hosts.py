@@ -8,14 +8,14 @@ lost and nothing runs twice (the soak's audit rules).
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.hosts import BUCKET, CLUSTER, LEASE_S, OFFICE, VAE, Bed, Cluster, Host, namespaces_refused
+from tests.faults import wait_for
+from tests.hosts import BUCKET, CLUSTER, LEASE_S, OFFICE, VAE, Bed, Cluster, namespaces_refused
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +36,6 @@ def cluster(tiny_model, mnist_root):
             for process in node.processes:
                 if process.poll() is None:
                     node.stop(process)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_the_laptop_reaches_only_the_head(cluster):
@@ -74,13 +70,10 @@ def test_a_sweep_from_the_laptop_runs_on_both_nodes_and_every_artifact_downloads
         assert len(runs) == 1, (job_id, runs)
 
     # And every artifact is in the S3 server, none on a node's disk, and downloads on the laptop verified
-    out = cluster.laptop.folder / "out"
     for job_id in ids:
         listed = cluster.client_json("artifacts", job_id)
         assert listed and all(a["path"].startswith(f"s3://{BUCKET}/artifacts/") for a in listed), listed
-        cluster.client("artifacts", job_id, "--download", str(out / job_id))
-        for artifact in listed:
-            assert sha256(out / job_id / artifact["name"]) == artifact["sha256"]
+        ended_once(cluster, job_id)  # and each artifact downloads with its sha256
     for node in cluster.nodes:
         pid = cluster.workers[node.name].pid
         home = Path(f"/proc/{pid}/root{cluster.bed.private}/genq-home")  # its private folder, as it sees it
@@ -93,26 +86,11 @@ def runs_of(cluster: Cluster, job_id: str) -> list[dict]:
 
 
 def ended_once(cluster: Cluster, job_id: str) -> dict:
-    """The job's final state, checked against the audit's rules: it ended once, and every artifact it
-    lists downloads on the laptop with its recorded sha256 (nothing half-indexed)."""
-    shown = cluster.client_json("show", job_id)
-    ends = [e for e in shown["events"] if e["to"] in ("succeeded", "failed", "cancelled")]
-    assert len(ends) == 1, (job_id, ends)
-    out = cluster.laptop.folder / "out" / job_id
-    listed = cluster.client_json("artifacts", job_id)
-    if listed:
-        cluster.client("artifacts", job_id, "--download", str(out))
-        for artifact in listed:
-            assert sha256(out / artifact["name"]) == artifact["sha256"]
-    return shown
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.5)
-    return value
+    """The job's final state, checked against the audit's rules: it ended once, its artifacts are one
+    attempt's, and each downloads on the laptop with its recorded sha256 (nothing half-indexed)."""
+    audit = cluster.audit(job_id, cluster.laptop.folder / "out")
+    assert audit.problems == [], (job_id, audit.problems)
+    return audit.shown
 
 
 def test_a_node_cut_off_mid_job_is_taken_over_and_its_late_writes_are_refused(cluster):
