@@ -8,7 +8,10 @@ to_status, worker, reason) and, when it has the column, `job_logs.attempt`.
   stopped waiting, or a job id a client printed that has no row at all. Each is shown with its
   status, its last event, and the faults whose affected set held it.
 - failed / cancelled: terminal rows in those states (the soak cancels nothing, so any cancelled
-  job is unexpected). refused: a `client submit` that exited non-zero without being killed by the
+  job is unexpected). A failed line names the faults that hit its job. Worn out by faults (expected,
+  not a failure): a job failed with "gave up after N attempts" (GENQ_MAX_ATTEMPTS) that N faults
+  which end a run (RUN_ENDING) had hit: every one of its runs was taken from it, and giving up is
+  the limit doing its work. With fewer hits it is failed: some run was lost to no fault. refused: a `client submit` that exited non-zero without being killed by the
   soak (the user was told "no"; with a retrying client a short outage should not cause this).
   refused during an outage (expected, not a failure): such a client that said the database did not
   answer, ran while a `postgres-down` outage lasted, and exited before the database was back (or
@@ -71,7 +74,9 @@ DATABASE_SILENT = re.compile(r"did not answer", re.IGNORECASE)  # how `client` s
 # genq-worker's supervisor on a child that died and is restarted (worker/supervisor.py, Supervisor._reap)
 CHILD_RESTART = re.compile(r"(?P<name>\S+) \(pid (?P<pid>\d+)\) (?P<how>was killed by \S+|exited with code -?\d+) "
                            r"after [\d.]+ s; starting it again")
-UNRECOVERABLE = "Unrecoverable error"  # Celery's log line when its worker dies of an exception
+UNRECOVERABLE = "Unrecoverable error"
+GAVE_UP = re.compile(r"gave up after (?P<attempts>\d+) attempts")  # genq.core.lifecycle's take_over at the limit
+RUN_ENDING = ("kill", "stop", "frozen-in-write", "postgres-restart", "postgres-down")  # faults that can take a run  # Celery's log line when its worker dies of an exception
 
 
 @dataclass
@@ -280,6 +285,7 @@ class Report:
     started: datetime
     waited: str  # how the wait for terminal states ended
     refused_in_outage: list[str] = field(default_factory=list)  # expected: see the docstring
+    worn_out: list[str] = field(default_factory=list)  # expected: failed at the attempts limit, a fault per run
     crashes: list[str] = field(default_factory=list)  # worker children that died on their own
     restarts: int = 0  # child restarts in the workers' logs, those the soak caused included
     children_killed: int = 0  # worker child processes the soak SIGKILLed
@@ -325,7 +331,8 @@ class Report:
         faults += f" ({skipped} not injected)" if skipped else ""
         bad = f"{len(self.lost)} lost, {len(self.duplicated)} duplicated, {len(self.failed)} failed"
         extra = "".join(f", {len(items)} {name}" for name, items in
-                        (("cancelled", self.cancelled), ("refused", self.refused), ("worker crashes", self.crashes),
+                        (("cancelled", self.cancelled), ("refused", self.refused),
+                         ("worn out by faults (expected)", self.worn_out), ("worker crashes", self.crashes),
                          ("faults not recovered as expected", self.unmet)) if items)
         return f"soak: {self.jobs} jobs, {self.workers} workers, {faults} -> {bad}{extra}; {self.recovery_summary()}"
 
@@ -344,6 +351,8 @@ class Report:
         for name, items in (("lost", self.lost), ("duplicated", self.duplicated), ("failed", self.failed),
                             ("cancelled", self.cancelled), ("refused", self.refused),
                             ("refused during a database outage (expected)", self.refused_in_outage),
+                            ("worn out: failed at the attempts limit with a fault on every run (expected)",
+                             self.worn_out),
                             ("clients that answered with a traceback", self.tracebacks),
                             ("worker crashes (child deaths the soak did not cause, unrecoverable errors)",
                              self.crashes),
@@ -378,11 +387,12 @@ def audit(snapshot: Snapshot, submissions: list[Submission], faults: list[Fault]
     jobs = snapshot.jobs
     logs = logs or []
     refused, in_outage = refused_lines(submissions, faults, jobs, started)
+    failed, worn_out = failed_lines(jobs, faults, started)
     return Report(
         jobs=len(jobs), workers=worker_count,
         faults=faults, submissions=submissions,
         lost=lost_lines(snapshot, submissions, faults, started),
-        failed=[f"{short(i)} {j['kind']}: {j['error']}" for i, j in jobs.items() if j["status"] == "failed"],
+        failed=failed,
         cancelled=[f"{short(i)} {j['kind']}" for i, j in jobs.items() if j["status"] == "cancelled"],
         duplicated=duplicate_lines(snapshot, workers, faults) + stored_twice_lines(submissions, jobs),
         refused=refused,
@@ -392,7 +402,7 @@ def audit(snapshot: Snapshot, submissions: list[Submission], faults: list[Fault]
                           f"+{(w.exited_at - started).total_seconds():.1f}s"
                           for w in workers if w.exited_at is not None and w.killed_at is None],
         started=started, waited=waited,
-        refused_in_outage=in_outage,
+        refused_in_outage=in_outage, worn_out=worn_out,
         crashes=crash_lines(logs),
         restarts=child_restarts(logs),
         children_killed=sum(len(log.children_killed) for log in logs),
@@ -430,6 +440,21 @@ def refused_lines(submissions: list[Submission], faults: list[Fault], jobs: dict
                    f"+{(outage.restored_at - started).total_seconds():.1f}s")
             in_outage.append(f"{s.label}: exit {s.returncode}: {s.error} ({ran}){anyway}")
     return refused, in_outage
+
+
+def failed_lines(jobs: dict[str, dict], faults: list[Fault], started: datetime) -> tuple[list[str], list[str]]:
+    """(failed, worn out by faults): one line per failed job, naming the run-ending faults that hit it."""
+    failed, worn_out = [], []
+    for job_id, job in jobs.items():
+        if job["status"] != "failed":
+            continue
+        hits = [f for f in faults if f.injected and f.kind in RUN_ENDING and job_id in f.affected]
+        named = ", ".join(f"{f.kind} at +{(f.at - started).total_seconds():.1f}s" for f in hits)
+        line = f"{short(job_id)} {job['kind']}: {job['error']}; hit by {plural(len(hits), 'fault')}" + (
+            f" ({named})" if hits else "")
+        gave_up = GAVE_UP.search(job["error"] or "")
+        (worn_out if gave_up and len(hits) >= int(gave_up["attempts"]) else failed).append(line)
+    return failed, worn_out
 
 
 def stored_twice_lines(submissions: list[Submission], jobs: dict[str, dict]) -> list[str]:

@@ -198,3 +198,28 @@ def test_the_last_line_lists_every_kind_of_fault():
     line = audit(Snapshot({}, {}, None), [], faults, [], 3, T0, "done").final_line()
     assert ("0 kills, 0 stops, 0 redis wipes, 0 postgres restarts, 0 client kills, 1 postgres down (120 s), "
             "1 frozen write, 1 redis down (180 s), 1 malformed push -> 0 lost, 0 duplicated, 0 failed") in line
+
+
+def test_a_job_that_gave_up_at_the_attempts_limit_with_a_fault_on_every_run_is_worn_out_not_failed():
+    job_id = "c" * 36
+    jobs = {job_id: {"kind": "sd", "status": "failed", "params": {},
+                     "error": "lease of vm:1 expired (attempt 3); gave up after 3 attempts"}}
+    kills = [Fault("kill", at(10 * i), affected={job_id}) for i in (1, 2, 3)]
+    report = audit(Snapshot(jobs, {}, None), [], kills, [], 2, T0, "all ended")
+    assert report.ok and report.failed == [] and len(report.worn_out) == 1
+    assert "hit by 3 faults (kill at +10.0s, kill at +20.0s, kill at +30.0s)" in report.worn_out[0]
+    assert "0 failed, 1 worn out by faults (expected)" in report.final_line()
+
+
+def test_a_job_that_gave_up_with_a_run_no_fault_took_is_failed_and_names_its_faults():
+    job_id = "d" * 36
+    jobs = {job_id: {"kind": "sd", "status": "failed", "params": {},
+                     "error": "lease of vm:1 expired (attempt 3); gave up after 3 attempts"}}
+    faults = [Fault("kill", at(10), affected={job_id}), Fault("stop", at(20), affected={job_id}),
+              Fault("redis-wipe", at(25), affected={job_id}),  # wipes a message; takes no run
+              Fault("kill", at(30), affected={job_id}, injected=False)]
+    report = audit(Snapshot(jobs, {}, None), [], faults, [], 2, T0, "all ended")
+    assert not report.ok and report.worn_out == []
+    [line] = report.failed
+    assert line.endswith("hit by 2 faults (kill at +10.0s, stop at +20.0s)")
+    assert "1 failed" in report.final_line()
