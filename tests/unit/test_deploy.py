@@ -758,8 +758,8 @@ def test_compose_publishes_only_the_dashboard_on_loopback_and_migrates_first():
     assert services["migrate"]["command"] == ["client", "db", "upgrade"]
     assert services["worker"]["user"] == services["migrate"]["user"] == services["ui"]["user"] == "genq"
     env = services["worker"]["environment"]
-    assert "artifacts:" + env["GENQ_ARTIFACT_ROOT"] in services["worker"]["volumes"]
-    assert "artifacts:" + env["GENQ_ARTIFACT_ROOT"] in services["ui"]["volumes"]
+    assert "artifacts:" + folder_root() in services["worker"]["volumes"]
+    assert "artifacts:" + folder_root() in services["ui"]["volumes"]
     assert "artifacts" in compose()["volumes"]
 
 
@@ -790,6 +790,26 @@ def test_compose_passes_optional_settings_through_as_empty_meaning_default():
     assert "GENQ_WORKER_NAME" not in env  # the supervisor names each child host:gpuN
 
 
+def folder_root() -> str:
+    """The artifact folder the containers use when .env names no GENQ_ARTIFACT_ROOT."""
+    value = compose()["services"]["worker"]["environment"]["GENQ_ARTIFACT_ROOT"]
+    match = re.fullmatch(r"\$\{GENQ_ARTIFACT_ROOT:-(/[^}]+)\}", value)
+    assert match, value
+    return match[1]
+
+
+def test_compose_takes_an_object_store_root_and_its_credentials_from_env():
+    for name, service in genq_services().items():
+        env = service["environment"]
+        if name != "migrate":  # the one-shot migration touches no artifact
+            assert f"artifacts:{folder_root()}" in service["volumes"], name
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+            assert env[variable] == "${%s:-}" % variable, (name, variable)  # empty: the store's own default
+    text = (REPO / ".env.example").read_text()
+    assert re.search(r"^#GENQ_ARTIFACT_ROOT=s3://", text, re.MULTILINE)
+    assert re.search(r"^#AWS_SECRET_ACCESS_KEY=$", text, re.MULTILINE)
+
+
 def test_compose_primary_override_publishes_only_on_a_required_address():
     primary = compose("docker-compose.primary.yml")["services"]
     published = {name: s["ports"] for name, s in primary.items() if "ports" in s}
@@ -798,8 +818,7 @@ def test_compose_primary_override_publishes_only_on_a_required_address():
         for port in ports:
             # ADDR:HOST:CONTAINER, the address a required variable: never all interfaces by default
             assert re.fullmatch(r"\$\{PUBLISH_ADDR:\?[^}]+\}:\d+:\d+", port), (name, port)
-    target = compose()["services"]["worker"]["environment"]["GENQ_ARTIFACT_ROOT"]
-    assert [v.rsplit(":", 1)[1] for v in primary["worker"]["volumes"]] == [target]
+    assert [v.rsplit(":", 1)[1] for v in primary["worker"]["volumes"]] == [folder_root()]
     # the dashboard shows the shared folder too
     assert primary["ui"]["volumes"] == primary["worker"]["volumes"]
 
@@ -811,8 +830,7 @@ def test_compose_join_override_points_the_worker_at_the_first_node():
     assert "@${PRIMARY_NODE:?" in env["GENQ_DATABASE_URL"] and "${POSTGRES_PASSWORD:?" in env["GENQ_DATABASE_URL"]
     assert "@${PRIMARY_NODE:?" in env["GENQ_BROKER_URL"] and "${REDIS_PASSWORD:?" in env["GENQ_BROKER_URL"]
     assert "ports" not in join["worker"] and "command" not in join["worker"]  # the same supervisor
-    target = compose()["services"]["worker"]["environment"]["GENQ_ARTIFACT_ROOT"]
-    assert [v.rsplit(":", 1)[1] for v in join["worker"]["volumes"]] == [target]
+    assert [v.rsplit(":", 1)[1] for v in join["worker"]["volumes"]] == [folder_root()]
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
