@@ -24,7 +24,7 @@ from genq.client.login import Remote, TOKEN_VARIABLE, read_login, remote_from_en
 from genq.core import sweeps
 from genq.core.params import JobParams, RunOptions, SpecError
 from genq.core.polling import StillWaiting
-from genq.core.reads import GroupNotFound, JobFilter, JobNotFound
+from genq.core.reads import GroupNotFound, JobFilter, JobNotFound, no_group, no_job
 from genq.core.store.artifacts import ArtifactUnreadable
 from genq.core.store.models import ArtifactRow, GroupRow, JobLog, JobRow
 from genq.core.store.states import JobStatus
@@ -188,10 +188,11 @@ class RemoteReads:
 
     # jobs
     def details(self, ref: str) -> dict[str, Any]:
-        """`client show --json` of a job."""
+        """`client show --json` of a job; JobNotFound with the line local mode says (the server's 404 names nothing)."""
+        ref = ref.strip().lower()
         response = self.connection.get(f"/api/jobs/{path_part(ref)}")
         if response.status_code == 404:
-            raise JobNotFound(detail_of(response))
+            raise no_job(ref)
         return response.json()
 
     def get(self, job_id: str) -> JobRow | None:
@@ -201,7 +202,7 @@ class RemoteReads:
             return None
 
     def resolve(self, ref: str, owner: str | None = None) -> JobRow:
-        return job_row(self.details(ref.strip()))
+        return job_row(self.details(ref))
 
     def jobs(self, where: JobFilter = JobFilter(), limit: int | None = 20, offset: int = 0) -> list[JobRow]:
         """Newest first (a group's in sweep order), a page of the server's at a time."""
@@ -222,7 +223,7 @@ class RemoteReads:
     def logs(self, job_id: str, after_id: int = 0, limit: int | None = None) -> list[JobLog]:
         response = self.connection.get(f"/api/jobs/{path_part(job_id)}/logs", after=after_id)
         if response.status_code == 404:
-            raise JobNotFound(detail_of(response))
+            raise no_job(job_id)
         lines = [log_row(job_id, data) for data in response.json()]
         return lines if limit is None else lines[:limit]
 
@@ -233,7 +234,7 @@ class RemoteReads:
     def artifacts(self, job_id: str) -> list[ArtifactRow]:
         response = self.connection.get(f"/api/jobs/{path_part(job_id)}/artifacts")
         if response.status_code == 404:
-            raise JobNotFound(detail_of(response))
+            raise no_job(job_id)
         rows = [artifact_row(job_id, data) for data in response.json()]
         for row in rows:
             self.artifact_store.remember(row)
@@ -245,9 +246,10 @@ class RemoteReads:
     # groups
     def group_summary(self, ref: str) -> dict[str, Any]:
         """`client group --json` of a group."""
+        ref = ref.strip()
         response = self.connection.get(f"/api/groups/{path_part(ref)}")
         if response.status_code == 404:
-            raise GroupNotFound(detail_of(response))
+            raise no_group(ref)
         summary = response.json()
         self._groups[summary["id"]] = group_row(summary)
         return summary
@@ -261,7 +263,7 @@ class RemoteReads:
         return self._groups[group_id]
 
     def resolve_group(self, ref: str, owner: str | None = None) -> GroupRow:
-        return self._groups[self.group_summary(ref.strip())["id"]]
+        return self._groups[self.group_summary(ref)["id"]]
 
     def remember_group(self, summary: Mapping[str, Any]) -> None:
         self._groups[summary["id"]] = group_row(summary)
@@ -293,7 +295,7 @@ class RemoteReads:
             try:
                 with self.connection.stream("/api/events", params, headers, read_s) as response:
                     if response.status_code == 404:
-                        raise (GroupNotFound if "group" in params else JobNotFound)(detail_of(response))
+                        raise no_group(params["group"]) if "group" in params else no_job(params["job"])
                     for event, event_id, data in sse_events(response.iter_lines()):
                         last_id = event_id or last_id
                         yield event, data
@@ -311,7 +313,7 @@ class RemoteLifecycle:
     def cancel(self, job_id: str) -> SimpleNamespace:
         response = self.connection.request("POST", f"/api/jobs/{path_part(job_id)}/cancel")
         if response.status_code == 404:
-            raise JobNotFound(detail_of(response))
+            raise no_job(job_id)
         answer = response.json()
         return SimpleNamespace(message=answer["message"], failed_dependents=answer["failed_dependents"],
                                status=answer["status"])
@@ -319,7 +321,7 @@ class RemoteLifecycle:
     def cancel_group(self, group_id: str) -> list[SimpleNamespace]:
         response = self.connection.request("POST", f"/api/groups/{path_part(group_id)}/cancel")
         if response.status_code == 404:
-            raise GroupNotFound(detail_of(response))
+            raise no_group(group_id)
         return [SimpleNamespace(job_id=job_id, message=message) for job_id, message in response.json()["jobs"].items()]
 
     def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:

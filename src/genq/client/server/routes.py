@@ -67,18 +67,21 @@ def invalid_query(name: str, message: str):
 
 
 def find_job(client: Client, ref: str):
-    """The job among those the user may see; else a 404 whose detail is the CLI's line (it names only `ref`)."""
+    if text_problem(ref):
+        raise HTTPException(404, "no such job")
     try:
         return client.reads.resolve(ref, client.visible_owner)
-    except JobNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    except JobNotFound:
+        raise HTTPException(404, "no such job") from None
 
 
 def find_group(client: Client, ref: str):
+    if text_problem(ref):
+        raise HTTPException(404, "no such group")
     try:
         return client.group(ref)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    except NotFound:
+        raise HTTPException(404, "no such group") from None
 
 
 # -- jobs ---------------------------------------------------------------------------------
