@@ -151,14 +151,17 @@ def test_a_client_with_only_an_address_and_a_token_does_everything_over_http_as_
     assert client(remote, "login", server.url, "--token", alice).returncode == 1 and not login_file.exists()
 
 
-def test_a_server_that_does_not_answer_is_one_line_and_exit_1(tmp_path):
+def test_a_server_that_does_not_answer_is_one_line_and_exit_1_and_a_worker_refuses_an_address(tmp_path):
     address = f"http://127.0.0.1:{free_port()}"
     env = remote_env(tmp_path, address, "some-token")
     commands = (["status", "abcd1234"], ["submit", "sd", "--model", "m", "--prompt", "x", "--wait"],
                 ["login", address, "--token", "t"])
-    *answers, no_token = together(*[lambda c=command: client(env, *c) for command in commands],
-                                  lambda: client({**env, "GENQ_TOKEN": ""}, "list"))
+    *answers, no_token, worker = together(
+        *[lambda c=command: client(env, *c) for command in commands],
+        lambda: client({**env, "GENQ_TOKEN": ""}, "list"),
+        lambda: subprocess.run([str(BIN / "genq-worker")], env=env, capture_output=True, text=True, timeout=120))
     for command, answer in zip(commands, answers):
         assert answer.returncode == 1 and answer.stderr.splitlines() == [
             f"Error: cannot reach the genq server at {address}: [Errno 111] Connection refused"], command
     assert no_token.returncode == 2 and len(no_token.stderr.splitlines()) == 1 and "GENQ_TOKEN" in no_token.stderr
+    assert worker.returncode == 2 and len(worker.stderr.splitlines()) == 1 and "GENQ_ADDRESS" in worker.stderr
