@@ -124,7 +124,10 @@ def login_command(address: str, token: str | None) -> None:
     token = (token or click.prompt("token", hide_input=True)).strip()
     if not token:
         raise click.UsageError("the token is empty")
-    Connection(address, token).get("/api/jobs", limit=1)  # a refused token or no server: one line, exit 1
+    connection = Connection(address, token)
+    answer = connection.get("/api/jobs", limit=1)  # a refused token or no server: one line, exit 1
+    if answer.status_code != 200 or not isinstance(connection.json(answer), list):
+        raise click.ClickException(f"{address} does not answer as a genq server (GET /api/jobs: {answer.status_code})")
     try:
         path = save_login(address, token)
     except OSError as exc:

@@ -35,6 +35,7 @@ REQUEST_TIMEOUT_S = 120.0  # a sweep of thousands of jobs is validated and store
 STREAM_READ_S = 20.0  # the events stream is opened again (Last-Event-ID) after this long without a byte
 PAGE_SIZE = 200  # the server's largest page of jobs
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+HANDLED_ERRORS = (404, 422, 429)  # not found, invalid, over a limit: each said as local mode says it
 
 
 class RemoteError(Exception):
@@ -108,11 +109,21 @@ class Connection:
             raise self.unreachable(exc) from None
 
     def checked(self, response):
+        """The answer, unless it is one no caller handles: 401 (the token), 5xx, or another 4xx than 404,
+        422 and 429 (a proxy's, or no genq server's)."""
         if response.status_code == 401:
             raise ServerRefused(f"the genq server at {self.address} refused the token: {detail_of(response)}")
         if response.status_code >= 500:
             raise ServerFailed(f"the genq server at {self.address} failed ({response.status_code}): {detail_of(response)}")
+        if response.status_code >= 400 and response.status_code not in HANDLED_ERRORS:
+            raise ServerFailed(f"the server at {self.address} answered {response.status_code}: {detail_of(response)}")
         return response
+
+    def json(self, response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerFailed(f"the server at {self.address} did not answer JSON: is it a genq server?") from None
 
     def unreachable(self, exc: Exception) -> ServerUnreachable:
         reason = (str(exc) or type(exc).__name__).strip().splitlines()[0]
@@ -193,7 +204,7 @@ class RemoteReads:
         response = self.connection.get(f"/api/jobs/{path_part(ref)}")
         if response.status_code == 404:
             raise no_job(ref)
-        return response.json()
+        return self.connection.json(response)
 
     def get(self, job_id: str) -> JobRow | None:
         try:
@@ -212,8 +223,9 @@ class RemoteReads:
         found: list[JobRow] = []
         page = offset // size + 1
         while limit is None or len(found) < limit:
-            answer = self.connection.get("/api/jobs", status=where.status, kind=where.kind, group=where.group_id,
-                                         queue=where.queue, prompt=where.prompt, limit=size, page=page).json()
+            answer = self.connection.json(self.connection.get(
+                "/api/jobs", status=where.status, kind=where.kind, group=where.group_id, queue=where.queue,
+                prompt=where.prompt, limit=size, page=page))
             found += [job_row(data) for data in answer]
             if len(answer) < size:
                 break
@@ -224,18 +236,18 @@ class RemoteReads:
         response = self.connection.get(f"/api/jobs/{path_part(job_id)}/logs", after=after_id)
         if response.status_code == 404:
             raise no_job(job_id)
-        lines = [log_row(job_id, data) for data in response.json()]
+        lines = [log_row(job_id, data) for data in self.connection.json(response)]
         return lines if limit is None else lines[:limit]
 
     def metric_series(self, job_id: str) -> dict[str, list[tuple[int, float]]]:
-        series = self.connection.get(f"/api/jobs/{path_part(job_id)}/metrics").json()
+        series = self.connection.json(self.connection.get(f"/api/jobs/{path_part(job_id)}/metrics"))
         return {name: [(point["step"], point["value"]) for point in points] for name, points in series.items()}
 
     def artifacts(self, job_id: str) -> list[ArtifactRow]:
         response = self.connection.get(f"/api/jobs/{path_part(job_id)}/artifacts")
         if response.status_code == 404:
             raise no_job(job_id)
-        rows = [artifact_row(job_id, data) for data in response.json()]
+        rows = [artifact_row(job_id, data) for data in self.connection.json(response)]
         for row in rows:
             self.artifact_store.remember(row)
         return rows
@@ -250,7 +262,7 @@ class RemoteReads:
         response = self.connection.get(f"/api/groups/{path_part(ref)}")
         if response.status_code == 404:
             raise no_group(ref)
-        summary = response.json()
+        summary = self.connection.json(response)
         self._groups[summary["id"]] = group_row(summary)
         return summary
 
@@ -280,7 +292,7 @@ class RemoteReads:
     # the fleet
     def worker_summaries(self, include_all: bool = False) -> list[dict[str, Any]]:
         """`client workers --json`."""
-        return self.connection.get("/api/workers", all=str(include_all).lower()).json()
+        return self.connection.json(self.connection.get("/api/workers", all=str(include_all).lower()))
 
     # the events stream
     def events(self, params: Mapping[str, str], deadline: float | None) -> Iterator[tuple[str, Any]]:
@@ -314,7 +326,7 @@ class RemoteLifecycle:
         response = self.connection.request("POST", f"/api/jobs/{path_part(job_id)}/cancel")
         if response.status_code == 404:
             raise no_job(job_id)
-        answer = response.json()
+        answer = self.connection.json(response)
         return SimpleNamespace(message=answer["message"], failed_dependents=answer["failed_dependents"],
                                status=answer["status"])
 
@@ -322,18 +334,18 @@ class RemoteLifecycle:
         response = self.connection.request("POST", f"/api/groups/{path_part(group_id)}/cancel")
         if response.status_code == 404:
             raise no_group(group_id)
-        return [SimpleNamespace(job_id=job_id, message=message) for job_id, message in response.json()["jobs"].items()]
+        return [SimpleNamespace(job_id=job_id, message=message) for job_id, message in self.connection.json(response)["jobs"].items()]
 
     def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST /api/jobs: the job's or the group's JSON; the server's refusals as genq.api raises them."""
         response = self.connection.request("POST", "/api/jobs", json=body)
         if response.status_code == 422:
-            raise spec_error(response.json().get("detail"))
+            raise spec_error(self.connection.json(response).get("detail"))
         if response.status_code == 429:
             raise OverLimit(detail_of(response))
         if response.status_code >= 400:
             raise SpecError(detail_of(response))
-        return response.json()
+        return self.connection.json(response)
 
 
 def spec_error(detail: Any) -> SpecError:
