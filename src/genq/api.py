@@ -61,7 +61,18 @@ class Client:
     server gives a user who is not an admin.
     """
 
-    def __init__(self, settings: Settings | None = None, owner: str | None = None, sees_all: bool = True) -> None:
+    def __new__(cls, settings: Settings | None = None, owner: str | None = None, sees_all: bool = True, *,
+                address: str | None = None, **remote: Any):
+        """Client(address=..., token=...), or GENQ_ADDRESS (or `client login`) with no settings given: a
+        client of that genq server over HTTP (genq.client.remote), with this same API."""
+        if cls is Client and (address is not None or (settings is None and remote_configured())):
+            from genq.client.remote import RemoteClient
+
+            return super().__new__(RemoteClient)
+        return super().__new__(cls)
+
+    def __init__(self, settings: Settings | None = None, owner: str | None = None, sees_all: bool = True, *,
+                 address: str | None = None, token: str | None = None) -> None:
         self._settings = settings
         self._owner = owner
         self.sees_all = sees_all
@@ -200,6 +211,19 @@ class Client:
         return job.id
 
     # -- reading -------------------------------------------------------------------------
+    def artifact_path(self, row: models.ArtifactRow) -> Path | None:
+        """The artifact's local file when the store is a folder, else None."""
+        root = self.settings.artifact_root
+        return root / row.relative_path if isinstance(root, Path) else None
+
+    def follow_job(self, job_id: str, timeout: float | None, on_change=None) -> models.JobRow:
+        """The job's row once it has finished (StillWaiting after `timeout` seconds); `on_change` sees each change."""
+        return poll_until(lambda: self.reads.get(job_id), lambda row: JobStatus(row.status).finished, timeout, on_change)
+
+    def follow_group(self, group: "Group", timeout: float | None, on_change=None) -> dict[str, int]:
+        """The group's counts by state once every job has finished (StillWaiting after `timeout` seconds)."""
+        return poll_until(group.counts, group.all_finished, timeout, on_change)
+
     def job(self, ref: str) -> "Job":
         """A job by its id or a unique prefix of it."""
         try:
@@ -218,6 +242,13 @@ class Client:
         """The latest jobs first (of a state and kind, when given)."""
         where = JobFilter(status=status, kind=kind, owner=self.visible_owner)
         return [Job(self, row.id) for row in self.reads.jobs(where, limit)]
+
+
+def remote_configured() -> bool:
+    """Whether GENQ_ADDRESS, or a `client login`, points this process's clients at a genq server."""
+    from genq.client.login import remote_from_environment
+
+    return remote_from_environment() is not None
 
 
 def kind_of(kind: str | type[JobParams]) -> type[JobParams]:
@@ -330,7 +361,7 @@ class Job:
     def wait(self, timeout: float | None = None) -> "Job":
         """Until the job has finished (any way); TimeoutError after `timeout` seconds."""
         try:
-            poll_until(self.row, lambda row: JobStatus(row.status).finished, timeout)
+            self.client.follow_job(self.id, timeout)
         except StillWaiting as exc:
             raise TimeoutError(f"job {self.id} is still {exc.last.status} after {timeout:g}s") from None
         return self
@@ -350,9 +381,8 @@ class Job:
 
     def _artifact(self, row) -> Artifact:
         store = self.client.artifact_store
-        root = self.client.settings.artifact_root
-        path = root / row.relative_path if isinstance(root, Path) else None
-        return Artifact(row.name, store.url(row.relative_path), row.media_type, row.size, row.sha256, path,
+        return Artifact(row.name, store.url(row.relative_path), row.media_type, row.size, row.sha256,
+                        self.client.artifact_path(row),
                         store, row.relative_path, row.job_id)
 
     def logs(self) -> list[str]:
@@ -407,7 +437,7 @@ class Group:
     def wait(self, timeout: float | None = None) -> "Group":
         """Until every job has finished (any way); TimeoutError after `timeout` seconds."""
         try:
-            poll_until(self.counts, self.all_finished, timeout)
+            self.client.follow_group(self, timeout)
         except StillWaiting as exc:
             raise TimeoutError(f"group {self.id}: {exc.last} after {timeout:g}s") from None
         return self

@@ -11,8 +11,9 @@ from genq.client import local
 from genq.client.local import UI_URL_PREFIX as UI_BANNER
 from genq.client.download import DownloadRefused, download_artifacts
 from genq.client.groups import group_command, group_summary, wait_for_group
-from genq.client.render import (artifact_summary, echo_json, job_details, job_summary, jobs_table, show_text,
-                                status_line, worker_summary, workers_table)
+from genq.client.login import login_command, logout_command
+from genq.client.render import (artifact_summary, echo_json, job_summary, jobs_table, show_text, status_line,
+                                workers_table)
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.submit import submit
 from genq.client.users import users_command
@@ -28,18 +29,28 @@ from genq.core.store.states import JobStatus
 STATUSES = [s.value for s in JobStatus]
 
 
+LOCAL_ONLY = ("up", "down", "db", "users", "server", "ui")  # they need this machine's store, broker or processes
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """genq: a batch job runner for generative-model work.
 
     Jobs go into SQL (the source of truth) and their ids to Redis; `genq-worker` processes run
-    them. Configuration comes from GENQ_* environment variables: see `client config`.
+    them. Configuration comes from GENQ_* environment variables: see `client config`. With
+    GENQ_ADDRESS (and GENQ_TOKEN), or after `client login`, every job command goes through that
+    genq server over HTTP instead.
     """
+    if ctx.invoked_subcommand in LOCAL_ONLY:
+        ctx.ensure_object(Runtime).local_only(f"{ctx.info_name} {ctx.invoked_subcommand}")
 
 
 cli.add_command(submit)
 cli.add_command(group_command)
 cli.add_command(users_command)
+cli.add_command(login_command)
+cli.add_command(logout_command)
 
 
 @cli.command()
@@ -76,7 +87,7 @@ def wait(rt: Runtime, job: str | None, group_ref: str | None, timeout: float | N
         else:
             click.echo(visible(f"group {group.id}: " + ", ".join(f"{n} {s}" for s, n in summary["counts"].items())))
         raise SystemExit(0 if summary["counts"].get(JobStatus.SUCCEEDED.value, 0) == group.size else 1)
-    found = wait_for(rt.reads, rt.job(job).id, timeout, show_progress=not as_json)
+    found = wait_for(rt.client, rt.job(job).id, timeout, show_progress=not as_json)
     echo_json(job_summary(found)) if as_json else click.echo(status_line(found))
     raise SystemExit(0 if found.status == JobStatus.SUCCEEDED.value else 1)
 
@@ -109,7 +120,7 @@ def list_jobs(rt: Runtime, status_filter, kind, group_ref, limit, as_json) -> No
 @pass_runtime
 def show(rt: Runtime, job: str, as_json: bool) -> None:
     """Everything about a job: params, status, timings, metrics, artifacts."""
-    details = job_details(rt.reads, rt.job(job), rt.client.artifact_store)
+    details = rt.job_details(rt.job(job))
     echo_json(details) if as_json else click.echo(show_text(details))
 
 
@@ -175,8 +186,7 @@ def logs(rt: Runtime, job: str, follow: bool) -> None:
 def workers(rt: Runtime, show_all: bool, as_json: bool) -> None:
     """The fleet: each worker's state (idle, busy, stopped, or lost: silent past GENQ_LEASE), device,
     current job and its progress, jobs done and uptime. Live workers first."""
-    views = rt.reads.workers(rt.settings.lease_s, include_all=show_all)
-    summaries = [worker_summary(view) for view in views]
+    summaries = rt.worker_summaries(show_all)
     echo_json(summaries) if as_json else click.echo(workers_table(summaries))
 
 
@@ -325,6 +335,7 @@ def main() -> None:
     """Errors are one line on stderr: exit 2 for bad usage or input, 1 for everything else."""
     from sqlalchemy.exc import OperationalError
 
+    from genq.client.remote import RemoteError
     from genq.core.store.db import StoreUnreachable
 
     # A blip retried away is not the user's concern; what outlasts the retries is said once, below or by the command.
@@ -345,7 +356,7 @@ def main() -> None:
         reason = (str(exc.orig) or type(exc.orig).__name__).strip().splitlines()[0]
         click.echo(f"Error: the database did not answer: {visible(reason)}", err=True)
         raise SystemExit(1)
-    except StoreUnreachable as exc:  # down when the store was opened, and still down after its retries
+    except (StoreUnreachable, RemoteError) as exc:  # the store, or the server of a remote client, does not answer
         click.echo(f"Error: {visible(str(exc).strip().splitlines()[0])}", err=True)
         raise SystemExit(1)
     raise SystemExit(code if isinstance(code, int) else 0)

@@ -18,7 +18,7 @@ from genq.client.runtime import Runtime, pass_runtime
 from genq.client.visible import visible
 from genq.client.waiting import EXIT_TIMEOUT, TerminalLine
 from genq.core.kinds import KINDS, kind_class, report_figure
-from genq.core.polling import StillWaiting, poll_until
+from genq.core.polling import StillWaiting
 from genq.core.store.states import JobStatus
 
 if TYPE_CHECKING:
@@ -55,8 +55,8 @@ def wait_for_group(group, timeout: float | None, show_progress: bool = True) -> 
         return sum(n for status, n in counts.items() if JobStatus(status).finished)
 
     try:
-        poll_until(group.counts, lambda counts: done(counts) == group.size, timeout,
-                   on_change=lambda counts: line.show(progress_bar(done(counts), group.size, counts)))
+        group.client.follow_group(group, timeout,
+                                  on_change=lambda counts: line.show(progress_bar(done(counts), group.size, counts)))
     except StillWaiting as exc:
         line.end()
         click.echo(f"group {group.id}: {done(exc.last)} of {group.size} jobs finished after {timeout:g}s", err=True)

@@ -39,9 +39,35 @@ def no_store(path: Path) -> str:
     return line
 
 
+class LocalOnly(click.ClickException):
+    """A command that works on this machine's store, broker or processes, asked for through a server: exit 2."""
+
+    exit_code = 2
+
+
 class Runtime:
+    """Local mode (the store, broker and artifact store of GENQ_*), or remote mode when GENQ_ADDRESS or a
+    `client login` names a genq server: then the same commands go over HTTP (genq.client.remote)."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
+
+    @cached_property
+    def remote(self):
+        """The server this client works through (genq.client.login.Remote), or None in local mode."""
+        from genq.client.login import LoginError, remote_from_environment
+
+        try:
+            return remote_from_environment()
+        except LoginError as exc:
+            raise BadSettings(str(exc)) from None
+
+    def local_only(self, command: str) -> None:
+        """Refuse `command` in remote mode: it needs this machine's store, broker or processes."""
+        if self.remote is not None:
+            raise LocalOnly(f"`{command}` works on this machine's store and processes, not through a server "
+                            f"({self.remote.address}, from {self.remote.source}): run it where genq runs, "
+                            "or unset GENQ_ADDRESS (`client logout`)")
 
     @cached_property
     def settings(self) -> Settings:
@@ -55,10 +81,15 @@ class Runtime:
         """The Python API (genq.api) this command line is a layer over."""
         from genq.api import Client
 
+        if self.remote is not None:
+            from genq.client.remote import RemoteClient
+
+            return RemoteClient(remote=self.remote)
         return Client(self.settings)
 
     @cached_property
     def store(self) -> JobStore:
+        self.local_only("the store")
         if (path := missing_store(self.settings)) is not None:  # say so; create nothing, not even the folder
             raise click.ClickException(no_store(path))
         try:
@@ -68,8 +99,25 @@ class Runtime:
 
     @cached_property
     def reads(self) -> Reads:
-        self.store  # the schema check, as a one-line error
+        if self.remote is None:
+            self.store  # the schema check, as a one-line error
         return self.client.reads
+
+    def job_details(self, job: JobRow) -> dict:
+        """`client show --json` of a job: read here, or the server's."""
+        from genq.client.render import job_details
+
+        if self.remote is not None:
+            return self.reads.details(job.id)
+        return job_details(self.reads, job, self.client.artifact_store)
+
+    def worker_summaries(self, include_all: bool) -> list[dict]:
+        """`client workers --json`: read here, or the server's."""
+        from genq.client.render import worker_summary
+
+        if self.remote is not None:
+            return self.reads.worker_summaries(include_all)
+        return [worker_summary(view) for view in self.reads.workers(self.settings.lease_s, include_all=include_all)]
 
     def job(self, ref: str) -> JobRow:
         try:
@@ -81,7 +129,8 @@ class Runtime:
         """A genq.api.Group by its name, id or id prefix."""
         from genq.api import NotFound
 
-        self.store  # the schema check, as a one-line error
+        if self.remote is None:
+            self.store  # the schema check, as a one-line error
         try:
             return self.client.group(ref)
         except NotFound as exc:

@@ -55,7 +55,7 @@ def report_job(rt: Runtime, job, wait: bool, as_json: bool, timeout: float | Non
 
     row = retrying(lambda: rt.reads.get(job.id), rt.settings.retry_for_s, "reading the job")
     if wait:
-        row = wait_for(rt.reads, job.id, timeout, show_progress=not as_json)
+        row = wait_for(rt.client, job.id, timeout, show_progress=not as_json)
     if as_json:
         echo_json(job_summary(row))
     elif wait:

@@ -1,4 +1,4 @@
-"""Following a job until it finishes, reading only the SQL store; a progress bar on a terminal."""
+"""Following a job until it finishes (the SQL store, or a server's events stream); a progress bar on a terminal."""
 from __future__ import annotations
 
 import sys
@@ -6,8 +6,7 @@ import sys
 import click
 
 from genq.client.visible import visible
-from genq.core.polling import StillWaiting, poll_until
-from genq.core.reads import Reads
+from genq.core.polling import StillWaiting
 from genq.core.store.models import JobRow
 from genq.core.store.states import JobStatus
 
@@ -31,8 +30,9 @@ class TerminalLine:
             click.echo("", err=True)
 
 
-def wait_for(reads: Reads, job_id: str, timeout: float | None, show_progress: bool = True) -> JobRow:
-    """The job once it has finished; on timeout one line on stderr and exit 3."""
+def wait_for(client, job_id: str, timeout: float | None, show_progress: bool = True) -> JobRow:
+    """The job once it has finished (genq.api's Client follows it: the store, or a server's events);
+    on timeout one line on stderr and exit 3."""
     line = TerminalLine(show_progress)
 
     def finished(row: JobRow) -> bool:
@@ -43,7 +43,7 @@ def wait_for(reads: Reads, job_id: str, timeout: float | None, show_progress: bo
             line.show(visible(progress_line(row)))
 
     try:
-        job = poll_until(lambda: reads.get(job_id), finished, timeout, on_change=show)
+        job = client.follow_job(job_id, timeout, on_change=show)
     except StillWaiting as exc:
         line.end()
         click.echo(f"job {job_id} is still {exc.last.status} after {timeout:g}s", err=True)

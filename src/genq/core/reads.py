@@ -119,7 +119,7 @@ class Reads:
         if job is not None and owner in (None, job.owner):
             return job
         if len(ref) < MIN_ID_PREFIX:
-            raise JobNotFound(f"no job {ref!r} (give the full id or at least {MIN_ID_PREFIX} characters of it)")
+            raise no_job(ref)
         query = select(JobRow).where(JobRow.id.startswith(ref, autoescape=True))
         if owner is not None:
             query = query.where(JobRow.owner == owner)
@@ -222,7 +222,7 @@ class Reads:
             if named is not None:
                 return named
             if len(ref) < MIN_ID_PREFIX:
-                raise GroupNotFound(f"no group {ref!r} (give its name, its id or at least {MIN_ID_PREFIX} characters of it)")
+                raise no_group(ref)
             matches = session.scalars(select(GroupRow).where(GroupRow.id.startswith(ref.lower(), autoescape=True), mine)
                                       .limit(2)).all()
         if not matches:
@@ -329,6 +329,17 @@ class Reads:
                 .group_by(JobRow.kind, JobRow.status))]
         workers = Counter(view.state.value for view in self.workers(lease_s))
         return StoreFigures(jobs, self.queue_lengths(), run_times, dict(sorted(workers.items())))
+
+
+def no_job(ref: str) -> JobNotFound:
+    """No job is `ref` (as resolve normalised it), with a hint when it is too short to be a prefix."""
+    hint = f" (give the full id or at least {MIN_ID_PREFIX} characters of it)" if len(ref) < MIN_ID_PREFIX else ""
+    return JobNotFound(f"no job {ref!r}{hint}")
+
+
+def no_group(ref: str) -> GroupNotFound:
+    hint = f" (give its name, its id or at least {MIN_ID_PREFIX} characters of it)" if len(ref) < MIN_ID_PREFIX else ""
+    return GroupNotFound(f"no group {ref!r}{hint}")
 
 
 def _filtered(where: JobFilter):

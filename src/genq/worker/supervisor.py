@@ -439,6 +439,10 @@ def command(gpus: str | None, processes: int | None, queues: str | None, preload
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("GENQ_ADDRESS", "").strip():
+        print("genq-worker: a worker takes its jobs from the store and the broker, not through a server "
+              "(GENQ_ADDRESS is set): unset GENQ_ADDRESS", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
     try:
         code = command.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="genq-worker",
                             standalone_mode=False)

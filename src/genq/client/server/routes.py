@@ -10,7 +10,7 @@ import base64
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -115,9 +115,10 @@ def list_jobs(client: Acting,
     return [job_summary(job) for job in client.reads.jobs(where, limit, (page - 1) * limit)]
 
 
-@router.get("/jobs/{job_id}", summary="Everything about a job (`client show --json`)")
-def show_job(job_id: JobId, client: Acting) -> JobDetails:
-    return job_details(client.reads, find_job(client, job_id), client.artifact_store)
+@router.get("/jobs/{job_id}", summary="Everything about a job (`client show --json`)", response_model=JobDetails)
+def show_job(job_id: JobId, client: Acting) -> JSONResponse:
+    """Its keys in the order `client show --json` prints them (a remote `client show` prints this)."""
+    return JSONResponse(job_details(client.reads, find_job(client, job_id), client.artifact_store))
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
@@ -184,9 +185,11 @@ def cancel_group(group_id: GroupId, client: Acting) -> GroupCancelled:
 
 # -- the fleet and the queue ---------------------------------------------------------------------
 @router.get("/workers", summary="The workers (`client workers --json`)")
-def list_workers(client: Acting) -> list[WorkerSummary]:
+def list_workers(client: Acting, all: Annotated[bool, Query(description="Every worker run on record, not just "
+                                                                         "the last day's (`--all`).")] = False
+                 ) -> list[WorkerSummary]:
     """A job another user's worker runs is not named (its worker shows only that it is busy)."""
-    summaries = [worker_summary(view) for view in client.reads.workers(client.settings.lease_s)]
+    summaries = [worker_summary(view) for view in client.reads.workers(client.settings.lease_s, include_all=all)]
     if client.visible_owner is not None:
         for summary in summaries:
             current = summary["current_job"] or (summary["progress"] or {}).get("id")

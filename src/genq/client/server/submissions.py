@@ -68,9 +68,13 @@ def request_body_schema(components: dict[str, Any]) -> dict[str, Any]:
         "oneOf": alternatives, "discriminator": {"propertyName": "kind", "mapping": mapping}}}}}
 
 
-def invalid(location: tuple[str, ...], message: str) -> RequestValidationError:
-    """A 422 in FastAPI's own shape, with the CLI's message for the field."""
-    return RequestValidationError([{"loc": ("body", *location), "msg": message, "type": "value_error"}])
+def invalid(location: tuple[str, ...], message: str, error: SpecError | None = None) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, with the CLI's message for the field; for a SpecError its parts in
+    `ctx` (reason, field, and a sweep point's values), from which a remote client says what the CLI says."""
+    detail: dict[str, Any] = {"loc": ("body", *location), "msg": message, "type": "value_error"}
+    if error is not None:
+        detail["ctx"] = {"reason": error.reason, "field": error.field, "point": getattr(error, "point", None)}
+    return RequestValidationError([detail])
 
 
 def submit(client: Client, body: SubmitBody) -> tuple[str, dict[str, Any]]:
@@ -98,7 +102,7 @@ def submit(client: Client, body: SubmitBody) -> tuple[str, dict[str, Any]]:
     except sweeps.SweepError as exc:
         raise invalid(("sweep",), str(exc)) from None
     except SpecError as exc:
-        raise invalid(field_location(cls, exc.field), str(exc)) from None
+        raise invalid(field_location(cls, exc.field), str(exc), exc) from None
     return "job", job_summary(job.row())
 
 
