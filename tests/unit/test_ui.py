@@ -254,9 +254,9 @@ def test_a_job_page_charts_train_and_test_of_one_measure_together_and_shows_one_
     assert 'data-chart="loss_per_image" data-series="train_loss_per_image,test_loss_per_image"' in page
     assert 'data-chart="loss_per_batch"' not in page  # one point: a number, rounded as the CLI prints it
     assert re.search(r"<th>test_loss_per_batch</th><td>12345.7</td>", page)
-    assert web.get(f"/api/jobs/{job.id}/metrics").json() == {
-        "test_loss_per_batch": [[3, 12345.6789012]], "test_loss_per_image": [[3, 190.123456789]],
-        "train_loss_per_image": [[1, 199.0], [2, 198.0], [3, 197.0]]}
+    assert web.get(f"/api/jobs/{job.id}/metrics").json() == {  # the API's shape: the server answers this path first
+        "test_loss_per_batch": [{"step": 3, "value": 12345.6789012}], "test_loss_per_image": [{"step": 3, "value": 190.123456789}],
+        "train_loss_per_image": [{"step": s, "value": 200.0 - s} for s in (1, 2, 3)]}
     chart = web.get(f"/jobs/{job.id}/charts/train_loss_per_image.png")  # the server-drawn PNG stays for reports
     assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
     assert web.get(f"/jobs/{job.id}/charts/nothing.png").status_code == 404

@@ -165,9 +165,14 @@ def metric_chart(request: Request) -> Response:
 
 
 def job_metrics_json(request: Request) -> Response:
-    """{metric: [[step, value], ...]}: what the page's charts draw."""
-    job = find_job(request)
-    return ascii_json({name: [list(point) for point in points] for name, points in reads_of(request).metric_series(job.id).items()})
+    """{metric: [{"step", "value"}, ...]}: what the page's charts draw (the API's /api/jobs/ID/metrics, which
+    answers first where the server mounts the dashboard)."""
+    return ascii_json(metric_series(reads_of(request), find_job(request).id))
+
+
+def metric_series(reads: Reads, job_id: str) -> dict[str, list[dict[str, float]]]:
+    return {name: [{"step": step, "value": value} for step, value in points]
+            for name, points in reads.metric_series(job_id).items()}
 
 
 def compare_json(request: Request) -> Response:
@@ -178,7 +183,7 @@ def compare_json(request: Request) -> Response:
     ids = [ref for ref in request.query_params.getlist("job") if not text_problem(ref)][:MAX_COMPARED]
     jobs = reads.jobs_by_id(ids)
     return ascii_json({"jobs": [{"id": job.id, "label": job_label(job),
-                                 "metrics": {name: [list(p) for p in points] for name, points in reads.metric_series(job.id).items()}}
+                                 "metrics": metric_series(reads, job.id)}
                                 for job in jobs]})
 
 

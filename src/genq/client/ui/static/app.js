@@ -4,6 +4,7 @@
 
 const POLL_MS = 1000;
 const FINISHED = ["succeeded", "failed", "cancelled"];
+const STEP_INCREMENTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];  // whole steps
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 
 // -- readable values (as the server renders them: genq.client.ui.readable) ---------------------------
@@ -179,6 +180,11 @@ function themeColor(name, fallback) {
   return getComputedStyle(document.body).getPropertyValue(name).trim() || fallback;
 }
 
+// a metric's [{step, value}, ...] as [[x, y], ...]
+function pointsOf(metric) {
+  return metric.map((point) => [point.step, point.value]);
+}
+
 // series: [{label, points: [[x, y], ...]}] -> uPlot's aligned data (x values united, gaps as null)
 function aligned(series) {
   const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
@@ -203,7 +209,8 @@ function drawChart(box, series, options = {}) {
     box.chart = new uPlot({
       width, height: options.height || 260,
       scales: {x: {time: !!options.time}, y: log ? {distr: 3} : {}},
-      axes: [{stroke: axis, grid: {stroke: grid}, label: options.xLabel || "step"}, {stroke: axis, grid: {stroke: grid}, size: 60}],
+      axes: [{stroke: axis, grid: {stroke: grid}, label: options.xLabel || "step", ...(options.time ? {} : {incrs: STEP_INCREMENTS})},
+             {stroke: axis, grid: {stroke: grid}, size: 60}],
       series: [{label: options.xLabel || "step"}, ...series.map((s, i) => ({
         label: s.label, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true,
         points: {show: s.points.length < 40, size: s.points.length === 1 ? 9 : 5, fill: PALETTE[i % PALETTE.length]},
@@ -220,7 +227,7 @@ async function jobCharts(container) {
   const metrics = await getJson(container.dataset.src);
   for (const box of container.querySelectorAll(".chart-box")) {
     const names = box.dataset.series.split(",").filter((name) => metrics[name]);
-    drawChart(box, names.map((name) => ({label: name, points: metrics[name]})));
+    drawChart(box, names.map((name) => ({label: name, points: pointsOf(metrics[name])})));
   }
 }
 
@@ -228,7 +235,7 @@ async function compareCharts(container) {
   const answer = await getJson(container.dataset.src);
   for (const box of container.querySelectorAll(".chart-box")) {
     const name = box.dataset.metric;
-    const series = answer.jobs.filter((job) => job.metrics[name]).map((job) => ({label: job.label, points: job.metrics[name]}));
+    const series = answer.jobs.filter((job) => job.metrics[name]).map((job) => ({label: job.label, points: pointsOf(job.metrics[name])}));
     drawChart(box, series);
   }
 }
@@ -306,11 +313,11 @@ document.addEventListener("DOMContentLoaded", () => {
   const log = document.getElementById("log");
   if (log && job && job.dataset.finished === "no") tailLog(log);
   const charts = document.getElementById("charts");
-  if (charts) jobCharts(charts).catch(() => {});
+  if (charts) jobCharts(charts).catch((error) => console.error("genq:", error));
   const compared = document.getElementById("compare-charts");
-  if (compared) compareCharts(compared).catch(() => {});
+  if (compared) compareCharts(compared).catch((error) => console.error("genq:", error));
   const fleet = document.getElementById("fleet-charts");
-  if (fleet) fleetCharts(fleet).catch(() => {});
+  if (fleet) fleetCharts(fleet).catch((error) => console.error("genq:", error));
   lightbox();
   copyButtons();
   setInterval(refreshTimes, 15000);
