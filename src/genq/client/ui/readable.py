@@ -14,18 +14,30 @@ from genq.core.store.states import JobStatus
 NUMBER_DIGITS = 6  # significant digits, as `client group` prints a float
 
 
+def rounded(value):
+    """Floats to NUMBER_DIGITS significant digits, also inside lists and objects."""
+    if isinstance(value, float):
+        return float(f"{value:.{NUMBER_DIGITS}g}")
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    return value
+
+
 def number(value) -> str:
-    """A float to NUMBER_DIGITS significant digits; anything else as it is."""
+    """A value as text, floats to NUMBER_DIGITS significant digits (as `client group` prints them), lists and
+    objects as JSON."""
     if isinstance(value, float):
         return f"{value:.{NUMBER_DIGITS}g}"
     if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(rounded(value), ensure_ascii=False)
     return "" if value is None else str(value)
 
 
 def seconds_text(seconds: float) -> str:
     """"0.4 s", "45 s", "1 min 13 s", "2 h 05 min", "3 d 04 h"."""
-    if seconds < 10:
+    if round(seconds, 1) < 10:
         return f"{seconds:.1f} s"
     whole = int(round(seconds))
     if whole < 60:
@@ -43,7 +55,11 @@ def ago_text(moment: datetime, now: datetime | None = None) -> str:
         return "in " + seconds_text(-seconds)
     if seconds < 5:
         return "just now"
-    return seconds_text(seconds).replace(".0 s", " s") + " ago"
+    if seconds < 60:
+        return f"{int(seconds)} s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    return seconds_text(seconds) + " ago"
 
 
 def exact(moment: datetime) -> str:

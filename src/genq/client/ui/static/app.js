@@ -22,7 +22,9 @@ function agoText(iso) {
   const seconds = (Date.now() - Date.parse(iso)) / 1000;
   if (seconds < 0) return "in " + secondsText(-seconds);
   if (seconds < 5) return "just now";
-  return secondsText(seconds).replace(".0 s", " s") + " ago";
+  if (seconds < 60) return Math.floor(seconds) + " s ago";
+  if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+  return secondsText(seconds) + " ago";
 }
 
 function exactText(iso) {
