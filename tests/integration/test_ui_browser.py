@@ -136,11 +136,9 @@ def no_alert(driver) -> bool:
     return False
 
 
-def test_an_sd_job_from_the_form_succeeds_live_on_the_jobs_page_and_shows_its_images(genq, start_ui, browser, tiny_model):
+def test_an_sd_job_from_the_form_succeeds_live_on_the_jobs_page_and_shows_its_images(bed, tiny_model):
     # Given a worker and the dashboard
-    genq.start_worker()
-    ui = start_ui()
-    ui.open_printed_url(browser)
+    ui, browser = bed.ui, bed.driver
     # When an sd job whose prompt is markup is submitted from the form
     browser.get(f"{ui.url}/submit?kind=sd")
     fill(browser, "prompt", SCRIPT_PROMPT)
@@ -159,7 +157,7 @@ def test_an_sd_job_from_the_form_succeeds_live_on_the_jobs_page_and_shows_its_im
     assert browser.execute_script("return window.notReloaded") is True
     assert text_of(browser, f'tr[data-id="{job_id}"] td.prompt') == SCRIPT_PROMPT
     assert no_alert(browser)
-    shoot(browser, "jobs")
+    shoot(browser, "jobs-from-the-form")
     # And its page shows both images, loaded, with the settings from their PNG text chunks
     browser.get(f"{ui.url}/jobs/{job_id}")
     wait_for(browser, lambda d: images_loaded(d, ".artifact-image img"), 60, "the images to load")
@@ -167,7 +165,7 @@ def test_an_sd_job_from_the_form_succeeds_live_on_the_jobs_page_and_shows_its_im
     settings = [element.text for element in by_css(browser, "pre.settings")]
     assert any(SCRIPT_PROMPT in text and "Seed: 7" in text for text in settings), settings
     assert no_alert(browser)
-    shoot(browser, "job-sd")
+    shoot(browser, "job-sd-from-the-form")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -294,7 +292,7 @@ def test_each_kinds_main_result_opens_its_page_at_the_files_natural_size(bed):
             "return [...document.querySelectorAll('.main-result')].map(f => [f.dataset.name, "
             "f.querySelector('img').naturalWidth, f.querySelector('img').getBoundingClientRect().width])")
         names = [name for name, _, _ in shown]
-        expected = {"train-vae": ["reconstructions.png", "loss.png"], "interpolate": ["interpolation.png"],
+        expected = {"train-vae": ["reconstructions.png"], "interpolate": ["interpolation.png"],
                     "sample-vae": ["samples.png", "manifold.png"], "sd": ["image-0.png", "image-1.png"]}[kind]
         assert names == expected, (kind, names)
         for name, natural, width in shown:
