@@ -98,6 +98,7 @@ def test_submit_again_with_a_seed_prefills_the_form_with_that_seed(installation)
 
 def test_a_running_jobs_preview_is_served_from_its_row_and_listed_with_its_time(installation):
     from genq.core.store.jobs import RunWrites
+    from genq.core.store.states import JobStatus
 
     settings, store = installation
     job = add_job(store, status="running", attempts=1)
@@ -112,6 +113,8 @@ def test_a_running_jobs_preview_is_served_from_its_row_and_listed_with_its_time(
     assert listed["preview_at"] and listed["progress"]["done"] == 1
     assert "preview_at" not in web.get("/api/jobs").json()[0]  # the CLI's shape is unchanged
     assert f'src="/jobs/{job.id}/preview.png?at=' in web.get("/").text
+    store.finish(job.id, 1, JobStatus.SUCCEEDED, "worker-a", None, {"finished_at": datetime.now(timezone.utc)})
+    assert web.get(f"/jobs/{job.id}/preview.png").status_code == 404  # a finished job's pictures are its artifacts
 
 
 def test_the_fleet_history_counts_the_queue_and_the_jobs_finished_per_minute(installation):

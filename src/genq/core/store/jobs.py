@@ -366,8 +366,9 @@ class JobStore:
         (nothing written) when the run no longer holds the job, or `only_if` does not hold."""
         writes = writes or RunWrites()
         with self.sessions() as session:
+            # its preview goes with the run: what the job made is in its artifacts now
             transition(session, job_id, JobStatus.RUNNING, to, worker=worker, reason=reason, expected_attempts=attempt,
-                       values={**writes.progress_values(), **values}, only_if=only_if, commit=False)
+                       values={**writes.progress_values(), "preview_png": None, **values}, only_if=only_if, commit=False)
             self._add_writes(session, job_id, attempt, writes)
             session.commit()
 
