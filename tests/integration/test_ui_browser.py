@@ -3,6 +3,7 @@ process, a real worker, Redis and the SQL store. Screenshots of each page go und
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -338,6 +339,12 @@ def test_a_finished_train_vae_job_charts_train_and_test_loss_together_with_a_log
     wait_for(driver, lambda d: chart_series(d, box), 30, "the loss chart")
     assert chart_series(driver, box) == ["train_loss_per_image", "test_loss_per_image"]
     assert driver.execute_script(f"return document.querySelector('{box} canvas').width") > 0
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).move_to_element(by_css(driver, f"{box} .u-over")[0]).perform()  # hover: the values show
+    wait_for(driver, lambda d: d.execute_script(
+        f"return [...document.querySelectorAll('{box} .u-legend .u-value')].slice(1).some(v => /[0-9]/.test(v.textContent))"),
+        5, "the hovered values")
     by_css(driver, f"{box} .log-scale")[0].click()
     assert driver.execute_script(f"return document.querySelector('{box}').chart.scales.y.distr") == 3
     assert by_css(driver, "#numbers")  # the result's figures as numbers
@@ -421,6 +428,11 @@ def test_the_workers_page_shows_queues_uptime_and_the_queue_charts(bed):
         "return document.querySelector('#fleet-charts .chart-box[data-series=\"finished\"]').chart.data[1].reduce((a, b) => a + b, 0)")
     assert finished >= len(bed.jobs) + 1  # the bed's jobs ended within the chart's hours
     shoot(driver, "workers")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert sum(map(int, re.findall(r"\d+", background)[:3])) < 150, background  # dark, as the browser prefers
+    shoot(driver, "workers-dark")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     driver.set_window_size(390, 844)  # a phone
     driver.get(f"{bed.ui.url}/jobs/{bed.jobs['interpolate']}")
     assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")

@@ -222,6 +222,7 @@ function drawChart(box, series, options = {}) {
     box.dataset.drawn = String(series.length);
   };
   if (toggle) toggle.addEventListener("change", draw);
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", draw);  // its colours follow the page's
   draw();
 }
 
