@@ -8,8 +8,8 @@ bulk inserts: --jobs jobs of every kind and state (sd prompts, sweeps' groups, t
 submitted event each and three more for finished ones, --metrics metric points spread over the
 train-vae jobs, a few artifact rows and log lines per job. Then each page is fetched --repeats times
 (after one warm-up) and the median printed in ms: the jobs page, the jobs page filtered by state,
-kind, queue and prompt text, page 20 of it, and the page of the train-vae job with the most metric
-points. The goal is a median under 100 ms for each.
+kind, queue and prompt text, page 20 of it, the page of the train-vae job with the most metric
+points, the groups list, the jobs of one group by its name, and the compare page of that job. The goal is a median under 100 ms for each.
 Last line: `ratio: <store> jobs X.X job Y.Y, ...`, each page's median over the same page's on an empty store.
 """
 from __future__ import annotations
@@ -118,7 +118,8 @@ def median_ms(web, path: str, repeats: int) -> float:
 
 def pages(job_id: str) -> dict[str, str]:
     return {"jobs": "/", "filtered": "/?state=succeeded&kind=sd&queue=gpu&prompt=boat",
-            "page 20": "/?page=20", "job": f"/jobs/{job_id}"}
+            "page 20": "/?page=20", "job": f"/jobs/{job_id}", "groups": "/groups", "by group": "/?group=sweep-1",
+            "compare": f"/compare?job={job_id}"}
 
 
 def bench_store(stack: contextlib.ExitStack, store: str, args, tmp: Path) -> tuple[dict[str, float], dict[str, float]]:

@@ -103,3 +103,22 @@ def test_the_queue_of_a_job_comes_from_its_kind_unless_the_submit_names_one(data
     assert store.create(SD(prompt="a", model="org/model")).queue == "render"
     assert store.create(SD(prompt="a", model="org/model"), options=RunOptions(queue="q2", priority=7)).queue == "q2"
     assert settings.queue_for("train-vae") == "main" and settings.worker_queues == ("main", "render")
+
+
+def test_a_heartbeat_carries_the_gpus_figures_and_a_cpu_worker_has_none(stores):
+    from genq.worker.gpu_figures import GpuFigures
+
+    _, registry = stores
+    gpu, cpu = registry.register(identity("gpu-node:gpu0", 1, "cuda:0")), registry.register(identity("cpu-node:cpu0", 2))
+    registry.seen(gpu, gpu_utilization=87, gpu_memory_used=5 * 2**30)
+    registry.report(cpu, None, 0, **GpuFigures("cpu").read())
+    rows = {view.row.name: view.row for view in registry.list(lease_s=30)}
+    assert (rows["gpu-node:gpu0"].gpu_utilization, rows["gpu-node:gpu0"].gpu_memory_used) == (87, 5 * 2**30)
+    assert (rows["cpu-node:cpu0"].gpu_utilization, rows["cpu-node:cpu0"].gpu_memory_used) == (None, None)
+    assert GpuFigures("cuda:0").read() == {} or shutil_which_nvidia_smi()  # no driver here: none, and no error
+
+
+def shutil_which_nvidia_smi() -> bool:
+    import shutil
+
+    return shutil.which("nvidia-smi") is not None

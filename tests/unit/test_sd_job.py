@@ -44,6 +44,19 @@ def test_writes_pngs_with_settings_and_a_grid(tmp_path, tiny_model):
     assert ctx.progress_state[:2] == (2, 2)
 
 
+def test_the_cheap_latent_preview_maps_sd_latents_linearly_to_rgb():
+    import torch
+
+    from genq.core.sd.preview import LATENT_RGB_FACTORS, latents_rgb
+
+    latents = torch.zeros(4, 2, 3)
+    latents[0] = 1.0  # the first channel alone: its row of factors
+    rgb = latents_rgb(latents)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == torch.uint8
+    assert rgb[0, 0].tolist() == [round((f + 1) * 127.5) for f in LATENT_RGB_FACTORS[0]]
+    assert latents_rgb(torch.ones(1, 2, 2)).shape == (2, 2, 3)  # a latent space of one channel: gray
+
+
 def test_one_image_has_no_grid_and_no_negative_line(tmp_path, tiny_model):
     ctx = LocalContext(tmp_path, job_id="j2")
     job.run(spec(tiny_model, negative=None), ctx)

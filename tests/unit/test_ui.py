@@ -239,16 +239,25 @@ def test_artifacts_are_served_only_through_the_index(installation, tmp_path, bac
     assert "a boat" in page and "7" in page  # the image's settings, and the file's size
 
 
-def test_a_job_page_draws_its_metrics_as_charts(installation):
+def test_a_job_page_charts_train_and_test_of_one_measure_together_and_shows_one_point_metrics_as_numbers(installation):
     settings, store = installation
     job = add_job(store)
     with store.sessions() as session:
         session.add_all([Metric(job_id=job.id, step=step, name="train_loss_per_image", value=200.0 - step)
                          for step in range(1, 4)])
+        session.add(Metric(job_id=job.id, step=3, name="test_loss_per_image", value=190.123456789))
+        session.add(Metric(job_id=job.id, step=3, name="test_loss_per_batch", value=12345.6789012))
         session.commit()
     web = browser(settings)
-    assert f"/jobs/{job.id}/charts/train_loss_per_image.png" in web.get(f"/jobs/{job.id}").text
-    chart = web.get(f"/jobs/{job.id}/charts/train_loss_per_image.png")
+    page = web.get(f"/jobs/{job.id}").text
+    assert f'data-src="/api/jobs/{job.id}/metrics"' in page
+    assert 'data-chart="loss_per_image" data-series="train_loss_per_image,test_loss_per_image"' in page
+    assert 'data-chart="loss_per_batch"' not in page  # one point: a number, rounded as the CLI prints it
+    assert re.search(r"<th>test_loss_per_batch</th><td>12345.7</td>", page)
+    assert web.get(f"/api/jobs/{job.id}/metrics").json() == {  # the API's shape: the server answers this path first
+        "test_loss_per_batch": [{"step": 3, "value": 12345.6789012}], "test_loss_per_image": [{"step": 3, "value": 190.123456789}],
+        "train_loss_per_image": [{"step": s, "value": 200.0 - s} for s in (1, 2, 3)]}
+    chart = web.get(f"/jobs/{job.id}/charts/train_loss_per_image.png")  # the server-drawn PNG stays for reports
     assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
     assert web.get(f"/jobs/{job.id}/charts/nothing.png").status_code == 404
 

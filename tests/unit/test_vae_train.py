@@ -1,4 +1,5 @@
 """Training the VAE on a small subset: learning, checkpoints, resume after a stop, cancellation."""
+import io
 import json
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def test_result_metrics_and_artifacts(two_epochs):
         assert image.height == 2 * 84 + 3 * 4 and image.width > 10 * 84
     checkpoint = ctx.artifact_json("checkpoint.json")
     assert checkpoint["epoch"] == 2 and [e["epoch"] for e in checkpoint["history"]] == [1, 2]
+    # epoch 1's reconstructions were its preview (the last epoch's are an artifact)
+    assert len(ctx.previews) == 1
+    with Image.open(io.BytesIO(ctx.previews[0])) as preview, Image.open(folder / "reconstructions.png") as final:
+        assert preview.size == final.size
 
 
 def test_test_loss_is_lower_after_two_epochs_than_after_one(tmp_path, two_epochs):

@@ -125,7 +125,8 @@ def worker_summary(view) -> dict[str, Any]:
             "device_name": row.device_name, "device_memory": row.device_memory, "queues": row.queues,
             "current_job": row.current_job if view.state.value in ("busy", "lost") else None, "progress": view.job_progress,
             "jobs_done": row.jobs_done, "started_at": iso(row.started_at), "last_seen": iso(row.last_seen),
-            "uptime_s": round(view.uptime_s, 1), "versions": row.versions}
+            "uptime_s": round(view.uptime_s, 1), "versions": row.versions,
+            "gpu_utilization": row.gpu_utilization, "gpu_memory_used": row.gpu_memory_used}
 
 
 def workers_table(summaries: list[dict[str, Any]]) -> str:

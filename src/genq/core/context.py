@@ -30,6 +30,8 @@ class JobContext(Protocol):
     compile_models: bool  # torch.compile the models it runs (GENQ_SD_COMPILE); the sd kind compiles its UNet
 
     def progress(self, done: int, total: int, message: str = "") -> None: ...
+    def preview(self, png: bytes) -> None:
+        """A small PNG of where the run is (not an artifact): written with the next progress write, replacing the last."""
     def metric(self, step: int, name: str, value: float) -> None:
         """Record one value; recording the same (step, name) again replaces it."""
     def artifact(self, name: str, source: bytes | Path, media_type: str | None = None) -> None:
@@ -58,11 +60,15 @@ class LocalContext:
         self.compile_models = compile_models
         self.metrics: dict[tuple[int, str], float] = {}
         self.progress_state: tuple[int, int, str] = (0, 0, "")
+        self.previews: list[bytes] = []
         self.logs: list[tuple[str, str]] = []
         self.cancel_requested = False
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         self.progress_state = (done, total, message)
+
+    def preview(self, png: bytes) -> None:
+        self.previews.append(bytes(png))
 
     def metric(self, step: int, name: str, value: float) -> None:
         self.metrics[(step, name)] = float(value)

@@ -111,6 +111,9 @@ class JobParams(StoredText):
     summary: ClassVar[tuple[str, ...]] = ()
     # The artifact that pictures a job of this kind in galleries and grids; None: it has none.
     main_picture: ClassVar[str | None] = None
+    # The artifacts a job's page opens with, at their natural size (names, or patterns such as "image-*.png");
+    # empty: the main picture alone.
+    main_results: ClassVar[tuple[str, ...]] = ()
     # A group's report figures: file name -> "module:function" taking a genq.core.report.GroupView and
     # returning PNG bytes, or None when the group has nothing to draw yet.
     report_figures: ClassVar[Mapping[str, str]] = MappingProxyType({})

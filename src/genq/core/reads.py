@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select, true
-from sqlalchemy.orm import aliased, sessionmaker
+from sqlalchemy import func, or_, select, true
+from sqlalchemy.orm import aliased, sessionmaker, undefer
 
 from genq.core.kinds import kind_class
 from genq.core.params import text_problem
+from genq.core.store.clock import as_utc, db_now_plus
 from genq.core.store.models import ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric
 from genq.core.store.states import JobStatus
 from genq.core.store.workers import WorkerView, worker_registry
@@ -90,6 +91,25 @@ class RunTimes:
 
 
 @dataclass(frozen=True)
+class GroupOverview:
+    """A group as the list of groups shows it: the row and how many of its jobs are in each state."""
+
+    group: GroupRow
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class FleetHistory:
+    """The queue over the last hours, one value per bucket: `times` (unix seconds, each bucket's end),
+    jobs queued at that moment, and jobs that finished within it."""
+
+    bucket_s: int
+    times: list[float]
+    queued: list[int]
+    finished: list[int]
+
+
+@dataclass(frozen=True)
 class StoreFigures:
     """What `/metrics` exports, read at one scrape."""
 
@@ -143,6 +163,17 @@ class Reads:
         """One page of `jobs`, and whether a next one exists (one row more is read; nothing is counted)."""
         rows = self.jobs(where, limit + 1, offset)
         return JobPage(rows[:limit], len(rows) > limit)
+
+    def jobs_by_id(self, job_ids: Sequence[str]) -> list[JobRow]:
+        """These jobs, in the order given (an id that names no job is left out)."""
+        with self.sessions() as session:
+            found = {row.id: row for row in session.scalars(select(JobRow).where(JobRow.id.in_(list(job_ids))))}
+        return [found[job_id] for job_id in job_ids if job_id in found]
+
+    def preview(self, job_id: str) -> bytes | None:
+        """The job's latest preview PNG (written by its run with its progress), or None."""
+        with self.sessions() as session:
+            return session.scalar(select(JobRow.preview_png).where(JobRow.id == job_id))
 
     def events(self, job_id: str) -> list[JobEvent]:
         with self.sessions() as session:
@@ -239,6 +270,18 @@ class Reads:
         with self.sessions() as session:
             return list(session.scalars(query.limit(limit).offset(offset)))
 
+    def group_overviews(self, owner: str | None = None, limit: int = 50, offset: int = 0) -> list[GroupOverview]:
+        """`groups`, each with its jobs counted by state (one query for all the counts)."""
+        groups = self.groups(owner, limit, offset)
+        counts: dict[str, dict[str, int]] = {group.id: {} for group in groups}
+        if groups:
+            with self.sessions() as session:
+                for group_id, status, count in session.execute(
+                        select(JobRow.group_id, JobRow.status, func.count()).where(JobRow.group_id.in_(list(counts)))
+                        .group_by(JobRow.group_id, JobRow.status)):
+                    counts[group_id][status] = count
+        return [GroupOverview(group, dict(sorted(counts[group.id].items()))) for group in groups]
+
     def group_jobs(self, group_id: str) -> list[JobRow]:
         """Every job of the group, in its sweep's order."""
         return self.jobs(JobFilter(group_id=group_id), limit=None)
@@ -296,6 +339,36 @@ class Reads:
                  .order_by(JobRow.queue, JobRow.priority.desc(), JobRow.submitted_at).limit(limit))
         with self.sessions() as session:
             return [QueuePlace(*row) for row in session.execute(query)]
+
+    def fleet_history(self, hours: float = 3.0, bucket_s: int = 60) -> FleetHistory:
+        """Jobs queued at the end of each bucket of the last `hours`, and jobs finished within each, from the
+        transitions (database clock): the queue now, walked back through the window's moves in and out of it."""
+        queued = JobStatus.QUEUED.value
+        with self.sessions() as session:
+            now = as_utc(session.scalar(select(db_now_plus(0))))
+            if isinstance(now, str):  # SQLite hands the expression back as its text
+                now = as_utc(datetime.fromisoformat(now))
+            since = db_now_plus(-hours * 3600)
+            moves = session.execute(select(JobEvent.at, JobEvent.from_status, JobEvent.to_status)
+                                    .where(JobEvent.at >= since, or_(JobEvent.from_status == queued,
+                                                                     JobEvent.to_status == queued,
+                                                                     JobEvent.to_status.in_(FINISHED)))
+                                    .order_by(JobEvent.id)).all()
+            depth_now = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == queued)) or 0
+        buckets = max(1, int(hours * 3600 // bucket_s))
+        end = now.timestamp()
+        start = end - buckets * bucket_s
+        net = [0] * buckets  # change of the queue's depth within each bucket
+        finished = [0] * buckets
+        for at, from_status, to_status in moves:
+            index = min(buckets - 1, max(0, int((as_utc(at).timestamp() - start) // bucket_s)))
+            net[index] += (to_status == queued) - (from_status == queued)
+            finished[index] += to_status in FINISHED
+        depth, depths = depth_now, [0] * buckets
+        for index in range(buckets - 1, -1, -1):
+            depths[index] = max(depth, 0)
+            depth -= net[index]
+        return FleetHistory(bucket_s, [start + (i + 1) * bucket_s for i in range(buckets)], depths, finished)
 
     # -- changes, for a stream of them ----------------------------------------------------
     def last_transition_id(self) -> int:

@@ -19,6 +19,7 @@ from importlib import metadata
 from genq.core.config import Settings
 from genq.core.retry import retrying
 from genq.core.store.workers import WorkerIdentity, WorkerRegistry
+from genq.worker.gpu_figures import GpuFigures
 from genq.worker.loop import BackgroundLoop
 
 log = logging.getLogger("genq.presence")
@@ -74,9 +75,11 @@ class Presence(BackgroundLoop):
         self._changed = False  # busy or idle since the last write
         self._current_job: str | None = None
         self._finished = 0  # jobs ended since the last write
+        self.gpu: GpuFigures | None = None
 
     def start(self, identity: WorkerIdentity) -> None:
         self.identity = identity
+        self.gpu = GpuFigures(identity.device)
         self._register()
         super().start()
 
@@ -140,7 +143,7 @@ class Presence(BackgroundLoop):
             self._register()  # the database was away when this worker started
             return
         if not self._write_changes():
-            self._safely(lambda: self.registry.seen(self.row_id), "mark seen")
+            self._safely(lambda: self.registry.seen(self.row_id, **self._gpu_figures()), "mark seen")
 
     def _write_changes(self) -> bool:
         """Write the state and the jobs done since the last write; whether there was anything to write."""
@@ -151,12 +154,16 @@ class Presence(BackgroundLoop):
             self._changed, self._finished = False, 0
         if not changed:
             return False
-        done = self._safely(lambda: self.registry.report(self.row_id, job_id, finished), "record its state")
+        done = self._safely(lambda: self.registry.report(self.row_id, job_id, finished, **self._gpu_figures()),
+                            "record its state")
         if done is None:
             with self._lock:  # written next time
                 self._changed = True
                 self._finished += finished
         return True
+
+    def _gpu_figures(self) -> dict[str, int]:
+        return self.gpu.read() if self.gpu is not None else {}
 
     @staticmethod
     def _safely(action, what: str):

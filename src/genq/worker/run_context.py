@@ -100,6 +100,11 @@ class RunContext:
             self._pending.progress = (done, total, storable(message))
         self._flush_if_due()
 
+    def preview(self, png: bytes) -> None:
+        with self._writing:
+            self._pending.preview = bytes(png)
+        self._flush_if_due()
+
     def metric(self, step: int, name: str, value: float) -> None:
         with self._writing:
             self._pending.metrics.append((step, name, value))

@@ -1,6 +1,7 @@
 """`/api/...` (the shapes `--json` prints), `/metrics`, artifacts and charts."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from starlette.exceptions import HTTPException
@@ -10,12 +11,12 @@ from starlette.routing import Route
 
 from genq.client.download import DownloadRefused, checked_name, open_source
 from genq.client.groups import group_summary, report_figure_png
-from genq.client.render import job_details, job_summary, worker_summary
+from genq.client.render import iso, job_details, job_summary, worker_summary
 from genq.client.ui.figures import metric_chart_png
 from genq.client.ui.metrics import metrics_text
 from genq.client.ui.query_params import integer, job_filter, page_bounds
 from genq.core.params import text_problem
-from genq.core.reads import JobNotFound, Reads
+from genq.core.reads import GroupNotFound, JobNotFound, Reads
 from genq.core.store.artifacts import ArtifactNameError, validate_artifact_name
 
 CHUNK = 1 << 16
@@ -59,9 +60,29 @@ def ascii_json(value) -> Response:
 
 
 def jobs_json(request: Request) -> Response:
+    """The shapes `client list --json` prints."""
+    return ascii_json([job_summary(job) for job in listed_jobs(request)])
+
+
+def live_jobs_json(request: Request) -> Response:
+    """What the jobs table redraws every second: the same jobs, each with when its preview was written."""
+    return ascii_json([listed_job(job) for job in listed_jobs(request)])
+
+
+def listed_jobs(request: Request):
     limit, offset = page_bounds(request.query_params)
-    jobs = reads_of(request).jobs(job_filter(request.query_params), limit, offset)
-    return ascii_json([job_summary(job) for job in jobs])
+    where = job_filter(request.query_params)
+    if where.group_id:  # a name, an id or its prefix, as the CLI takes it
+        try:
+            where = dataclasses.replace(where, group_id=reads_of(request).resolve_group(where.group_id).id)
+        except GroupNotFound:
+            return []
+    return reads_of(request).jobs(where, limit, offset)
+
+
+def listed_job(job) -> dict:
+    """A job as the dashboard's live rows need it: its summary, and when its preview was last written."""
+    return {**job_summary(job), "preview_at": iso(job.preview_at)}
 
 
 def job_json(request: Request) -> Response:
@@ -70,7 +91,7 @@ def job_json(request: Request) -> Response:
 
 
 def job_status_json(request: Request) -> Response:
-    return ascii_json(job_summary(find_job(request)))
+    return ascii_json(listed_job(find_job(request)))
 
 
 def job_log_json(request: Request) -> Response:
@@ -143,6 +164,50 @@ def metric_chart(request: Request) -> Response:
     return Response(metric_chart_png(job.id, name, points), media_type="image/png")
 
 
+def job_metrics_json(request: Request) -> Response:
+    """{metric: [{"step", "value"}, ...]}: what the page's charts draw (the API's /api/jobs/ID/metrics, which
+    answers first where the server mounts the dashboard)."""
+    return ascii_json(metric_series(reads_of(request), find_job(request).id))
+
+
+def metric_series(reads: Reads, job_id: str) -> dict[str, list[dict[str, float]]]:
+    return {name: [{"step": step, "value": value} for step, value in points]
+            for name, points in reads.metric_series(job_id).items()}
+
+
+def compare_json(request: Request) -> Response:
+    """Several jobs' metric series (?job=ID repeated): {"jobs": [{"id", "label", "metrics"}]}."""
+    from genq.client.ui.pages import MAX_COMPARED
+
+    reads = reads_of(request)
+    ids = [ref for ref in request.query_params.getlist("job") if not text_problem(ref)][:MAX_COMPARED]
+    jobs = reads.jobs_by_id(ids)
+    return ascii_json({"jobs": [{"id": job.id, "label": job_label(job),
+                                 "metrics": metric_series(reads, job.id)}
+                                for job in jobs]})
+
+
+def job_label(job) -> str:
+    """A job in a legend: its id's start, and its swept values when it is one point of a sweep."""
+    point = ", ".join(f"{key}={value}" for key, value in (job.group_point or {}).items())
+    return job.id[:8] + (f" ({point})" if point else "")
+
+
+def job_preview(request: Request) -> Response:
+    job = find_job(request)
+    png = reads_of(request).preview(job.id)
+    if png is None:
+        raise HTTPException(404, "this job has no preview")
+    return Response(png, media_type="image/png")
+
+
+def fleet_history_json(request: Request) -> Response:
+    hours = integer(request.query_params, "hours", 3, 1, 48)
+    history = reads_of(request).fleet_history(hours)
+    return ascii_json({"bucket_s": history.bucket_s, "times": history.times, "queued": history.queued,
+                       "finished": history.finished})
+
+
 def group_figure(request: Request) -> Response:
     png = report_figure_png(find_group(request), request.path_params["name"])
     if png is None:
@@ -153,13 +218,18 @@ def group_figure(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/api/jobs", jobs_json),
+        Route("/api/live/jobs", live_jobs_json),
         Route("/api/jobs/{job_id}", job_json),
         Route("/api/jobs/{job_id}/status", job_status_json),
         Route("/api/jobs/{job_id}/log", job_log_json),
+        Route("/api/jobs/{job_id}/metrics", job_metrics_json),
+        Route("/api/compare", compare_json),
+        Route("/api/fleet/history", fleet_history_json),
         Route("/api/groups/{group_id}", group_json),
         Route("/api/workers", workers_json),
         Route("/metrics", metrics),
         Route("/jobs/{job_id}/artifacts/{name:path}", artifact),
         Route("/jobs/{job_id}/charts/{metric}.png", metric_chart),
+        Route("/jobs/{job_id}/preview.png", job_preview),
         Route("/groups/{group_id}/figures/{name}", group_figure),
     ]

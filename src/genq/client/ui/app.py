@@ -13,7 +13,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from genq.client.render import iso
-from genq.client.ui import api, pages
+from genq.client.ui import api, pages, readable
 from genq.client.ui.metrics import metrics_registry
 from genq.client.ui.security import CsrfTokens, SecurityHeadersMiddleware, TokenMiddleware, home_token
 from genq.client.visible import visible
@@ -39,6 +39,7 @@ def templates() -> Jinja2Templates:
     environment.filters["visible"] = lambda text, multiline=False: "" if text is None else visible(text, multiline)
     environment.filters["shown"] = shown
     environment.filters["iso"] = lambda moment: iso(moment) or "-"
+    environment.filters.update(readable.filters())
     return Jinja2Templates(env=environment)
 
 

@@ -18,6 +18,7 @@ class Interpolate(JobParams):
     kind = "interpolate"
     run_function = "genq.core.vae.interpolate:run"
     main_picture = "interpolation.png"
+    main_results = ("interpolation.png",)
 
     model: str = job_ref("train-vae", "A train-vae job (this job waits for it if it is unfinished).")
     from_index: int | None = Field(None, ge=0, lt=MNIST_TEST_SIZE, description="Test-set index of the `from` image (lambda = 0).")

@@ -12,6 +12,7 @@ class SampleVAE(JobParams):
     kind = "sample-vae"
     run_function = "genq.core.vae.sample:run"
     main_picture = "samples.png"
+    main_results = ("samples.png", "manifold.png")
 
     model: str = job_ref("train-vae", "A train-vae job (this job waits for it if it is unfinished).")
     count: int = Field(64, ge=1, le=1024, description="Number of draws from N(0, I).")

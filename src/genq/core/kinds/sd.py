@@ -32,6 +32,7 @@ class SD(JobParams):
     batch_budget_setting = "sd_max_batch"  # GENQ_SD_MAX_BATCH images in one UNet batch
     summary = ("seed",)
     main_picture = "image-0.png"
+    main_results = ("image-*.png",)
     report_figures = {"grid.png": "genq.core.sd.report:grid_figure"}
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the picture shows.")

@@ -15,6 +15,7 @@ class TrainVAE(JobParams):
     run_function = "genq.core.vae.train:run"
     summary = ("test_loss_per_image", "test_loss_per_batch", "seed")
     main_picture = "reconstructions.png"
+    main_results = ("reconstructions.png",)  # its loss curve is drawn live from its metrics
     report_figures = {"loss-curves.png": "genq.core.vae.report:loss_curves_figure",
                       "final-loss.png": "genq.core.vae.report:final_loss_figure"}
 

@@ -195,12 +195,18 @@ class UNetBatch:
         self.settings = {"steps": steps, "width": width, "height": height, "scheduler": scheduler}
         self.rows = row_slices([encoded.request for encoded in requests])
         self.latents: torch.Tensor | None = None  # (N, 4, h, w) after the last step
+        self.current: torch.Tensor | None = None  # (N, 4, h, w) after the latest step (previews)
 
     def steps(self) -> Iterator[tuple[int, int]]:
         """(steps done, total steps) after every UNet step; stopping early leaves the batch undecodable."""
         for done, total, latents in denoise_batch(self.components, self.requests, unet=self.unet, **self.settings):
+            self.current = latents
             self.latents = latents if done == total else None
             yield done, total
+
+    def first_latents(self, index: int) -> torch.Tensor:
+        """Request `index`'s first image's latents (C, h, w) after the latest step."""
+        return self.current[self.rows[index].start]
 
     def generation(self, index: int) -> Generation:
         """Request `index`'s images. One VAE call per request: a batch's decode needs no more memory than

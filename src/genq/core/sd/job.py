@@ -17,6 +17,7 @@ from genq.core.images import png_bytes, square_grid
 from genq.core.kinds.sd import SD, uses_guidance
 from genq.core.sd.generate import EncodedRequest, Generation, GenerationRequest, UNetBatch, check_inputs, encode_request
 from genq.core.sd.png_settings import settings_png
+from genq.core.sd.preview import PREVIEW_EVERY_STEPS, preview_png
 from genq.core.sd.loading import Components, compiled_unet, load_components
 
 JobEnd = tuple[int, "dict[str, Any] | BaseException"]  # (index into the batch's jobs, its result or what ended it)
@@ -108,6 +109,7 @@ def run_batch(jobs: Sequence[tuple[SD, JobContext]]) -> Iterator[JobEnd]:
             continue
         active[index] = member
     members = list(active.values())  # batch order: the rows of the latents
+    rows_of = {member.index: position for position, member in enumerate(members)}  # a job -> its request in the batch
     batch = {"jobs": len(members), "images": sum(m.spec.num_images for m in members)}
     if len(members) > 1:
         note = f"batched with {len(members) - 1} other sd job(s): {batch['images']} images in one UNet batch"
@@ -132,6 +134,9 @@ def run_batch(jobs: Sequence[tuple[SD, JobContext]]) -> Iterator[JobEnd]:
                 note = f"compiled the UNet for {'x'.join(map(str, shape))} in {time.perf_counter() - step_started:.1f} s"
                 yield from _for_each(active, lambda member: member.ctx.log(note))
             yield from _for_each(active, lambda member: _report_step(member.ctx, done, total))
+            if done % PREVIEW_EVERY_STEPS == 0 and done < total:
+                yield from _for_each(active, lambda member: member.ctx.preview(
+                    preview_png(unet_batch.first_latents(rows_of[member.index]))))
             if not active:
                 return  # every job has ended: nothing left to compute for
     except Exception as exc:  # the batch's own computation failed (e.g. out of memory): every job in it ends

@@ -48,15 +48,19 @@ class RunWrites:
     progress: tuple[int, int, str] | None = None  # done, total, message
     metrics: list[tuple[int, str, float]] = field(default_factory=list)  # step, name, value
     logs: list[tuple[str, str, datetime]] = field(default_factory=list)  # level, message, when it was said
+    preview: bytes | None = None  # the latest preview PNG
 
     def __bool__(self) -> bool:
-        return self.progress is not None or bool(self.metrics) or bool(self.logs)
+        return self.progress is not None or bool(self.metrics) or bool(self.logs) or self.preview is not None
 
     def progress_values(self) -> dict[str, Any]:
-        if self.progress is None:
-            return {}
-        done, total, message = self.progress
-        return {"progress_done": done, "progress_total": total, "progress_message": message}
+        values: dict[str, Any] = {}
+        if self.progress is not None:
+            done, total, message = self.progress
+            values.update(progress_done=done, progress_total=total, progress_message=message)
+        if self.preview is not None:
+            values.update(preview_png=self.preview, preview_at=utcnow())
+        return values
 
 
 @dataclass(frozen=True)
@@ -362,8 +366,9 @@ class JobStore:
         (nothing written) when the run no longer holds the job, or `only_if` does not hold."""
         writes = writes or RunWrites()
         with self.sessions() as session:
+            # its preview goes with the run: what the job made is in its artifacts now
             transition(session, job_id, JobStatus.RUNNING, to, worker=worker, reason=reason, expected_attempts=attempt,
-                       values={**writes.progress_values(), **values}, only_if=only_if, commit=False)
+                       values={**writes.progress_values(), "preview_png": None, **values}, only_if=only_if, commit=False)
             self._add_writes(session, job_id, attempt, writes)
             session.commit()
 

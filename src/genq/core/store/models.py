@@ -4,8 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
 
 def utcnow() -> datetime:
@@ -51,6 +52,10 @@ class JobRow(Base):
     group_point: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # its swept values: {"beta": 4}
     group_index: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its place in the sweep, from 0
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the user who submitted it
+    # A running job's small picture of where it is (sd: its latents every few steps; train-vae: reconstructions
+    # each epoch), written with its progress; read only when asked for (deferred), its time tells that one exists.
+    preview_png: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
+    preview_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_jobs_status_kind_queue", "status", "kind", "queue"),
                       Index("ix_jobs_submitted_at_id", "submitted_at", "id"),
@@ -164,3 +169,6 @@ class Worker(Base):
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # NVML's figures of a GPU worker's device at its last heartbeat; None on a CPU worker
+    gpu_utilization: Mapped[int | None] = mapped_column(Integer, nullable=True)  # percent
+    gpu_memory_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes

@@ -67,9 +67,10 @@ class WorkerRegistry:
             session.commit()
         return row_id
 
-    def seen(self, row_id: str) -> None:
-        """Seen: this worker is alive (and no longer `stopped`, should it have been marked so)."""
-        self._update(row_id, last_seen=db_now_plus(0))
+    def seen(self, row_id: str, **gpu: int) -> None:
+        """Seen: this worker is alive (and no longer `stopped`, should it have been marked so); `gpu`: its
+        device's figures (gpu_utilization, gpu_memory_used) when it has them."""
+        self._update(row_id, last_seen=db_now_plus(0), **gpu)
 
     def busy(self, row_id: str, job_id: str) -> None:
         self.report(row_id, job_id)
@@ -77,11 +78,11 @@ class WorkerRegistry:
     def idle(self, row_id: str, finished_jobs: int = 1) -> None:
         self.report(row_id, None, finished_jobs)
 
-    def report(self, row_id: str, current_job: str | None, finished_jobs: int = 0) -> bool:
+    def report(self, row_id: str, current_job: str | None, finished_jobs: int = 0, **gpu: int) -> bool:
         """Busy with `current_job` (idle when None), `finished_jobs` more done; also seen."""
         state = WorkerState.BUSY if current_job else WorkerState.IDLE
         self._update(row_id, state=state.value, current_job=current_job, last_seen=db_now_plus(0),
-                     jobs_done=Worker.jobs_done + finished_jobs)
+                     jobs_done=Worker.jobs_done + finished_jobs, **gpu)
         return True
 
     def stopped(self, row_id: str, now: bool = True) -> bool:

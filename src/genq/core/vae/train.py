@@ -264,6 +264,8 @@ def run(spec: TrainVAE, ctx: JobContext) -> dict[str, Any]:
         ctx.artifact(CHECKPOINT_JSON, json_file)
         message = f"epoch {epoch}/{spec.epochs}: train loss {loss.per_image:.2f} per image ({seconds:.1f} s)"
         ctx.log(message)
+        if epoch < spec.epochs:  # the last epoch's reconstructions are an artifact
+            ctx.preview(reconstructions_png(model, test.images[:RECONSTRUCTION_COUNT]))
         ctx.progress(epoch * per_epoch, total, message)
     ctx.check_cancelled()
 
