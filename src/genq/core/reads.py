@@ -17,7 +17,8 @@ from sqlalchemy.orm import aliased, sessionmaker
 
 from genq.core.kinds import kind_class
 from genq.core.params import text_problem
-from genq.core.store.models import ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric
+from genq.core.store.models import (ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric, WebhookAttempt,
+                                    WebhookDelivery)
 from genq.core.store.states import JobStatus
 from genq.core.store.workers import WorkerView, worker_registry
 
@@ -192,6 +193,15 @@ class Reads:
             newest = session.scalars(select(JobLog).where(JobLog.job_id == job_id)
                                      .order_by(JobLog.id.desc()).limit(count)).all()
         return list(reversed(newest))
+
+    # -- webhooks -----------------------------------------------------------------------
+    def webhooks(self, job_id: str) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+        """The job's webhook deliveries (its end's; none before it ended), each with its attempts, oldest first."""
+        with self.sessions() as session:
+            deliveries = list(session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)))
+            attempts = list(session.scalars(select(WebhookAttempt).where(
+                WebhookAttempt.delivery_id.in_([d.id for d in deliveries])).order_by(WebhookAttempt.id))) if deliveries else []
+        return [(d, [a for a in attempts if a.delivery_id == d.id]) for d in deliveries]
 
     # -- artifacts ----------------------------------------------------------------------
     def artifacts(self, job_id: str) -> list[ArtifactRow]:

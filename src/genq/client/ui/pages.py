@@ -10,7 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from genq.client.groups import group_summary, report_figure_names
-from genq.client.render import duration
+from genq.client.render import duration, webhook_summary
 from genq.client.ui.api import client_of, find_group, find_job, reads_of, worker_views
 from genq.client.ui.figures import png_settings
 from genq.client.ui.forms import FieldError, form_fields, parse_form, prefill
@@ -53,7 +53,8 @@ def job_page(request: Request) -> Response:
     log = reads.log_tail(job.id, LOG_TAIL)
     return render(request, "job.html", job=job, events=history.events, runs=history.runs, took=duration(job),
                   metrics=reads.metric_names(job.id), artifacts=artifacts, log=log, last_log_id=log[-1].id if log else 0,
-                  finished=JobStatus(job.status).finished)
+                  finished=JobStatus(job.status).finished,
+                  webhooks=[webhook_summary(*delivery) for delivery in reads.webhooks(job.id)])
 
 
 def cancel_job(request: Request) -> Response:
