@@ -139,6 +139,31 @@ def test_a_group_is_notified_once_with_its_last_job(engine):
     assert len(deliveries(outbox)) == 4
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_groups_last_two_jobs_ending_at_once_notify_it_once(engine):
+    from genq.core.store.states import transition
+
+    store, lifecycle, outbox = engine
+    planned = [PlannedJob(TrainVAE(epochs=1, beta=beta), None, {"beta": beta}) for beta in (1.0, 2.0)]
+    group, rows = lifecycle.groups.create(TrainVAE.kind, None, {}, planned, RunOptions(notify=HOOK), "bob")
+    first, second = (row["id"] for row in rows)
+    for job_id in (first, second):
+        lifecycle.claim(job_id, "w1")
+    # Given the first job's end written but not committed (each sees the other still running)
+    session = store.sessions()
+    transition(session, first, JobStatus.RUNNING, JobStatus.SUCCEEDED, commit=False)
+    # When the second ends meanwhile
+    ending = threading.Thread(target=store.transition, args=(second, JobStatus.RUNNING, JobStatus.SUCCEEDED))
+    ending.start()
+    ending.join(1.0)
+    assert ending.is_alive()  # it waits for the group's row, which the first end holds
+    session.commit()
+    session.close()
+    ending.join(30)
+    # Then the group is notified once, by the later end, which saw the first's
+    assert [row.group_id for row in deliveries(outbox) if row.group_id] == [group.id]
+
+
 def test_a_claimed_delivery_is_not_claimed_again_until_its_hold_passes_and_each_attempt_is_settled(engine):
     store, lifecycle, outbox = engine
     for _ in range(2):
