@@ -22,6 +22,7 @@ from genq.core.store.outbox import DELIVERED, GIVEN_UP, PENDING, Outbox
 from genq.core.store.states import JobStatus, TransitionError
 from genq.core.store.users import UserStore
 from genq.core.webhooks import GIVE_UP_AFTER_S, RETRY_CAP_S, NotAllowed, check_url, retry_delay, signature
+from tests.unit.test_ui import installation  # noqa: F401 (a fixture: a SQLite store and its settings)
 
 HOOK = "http://hooks.example/end"
 
@@ -222,3 +223,20 @@ def test_the_sender_does_not_follow_a_redirect_and_retries_it(engine, tmp_path):
     assert receiver.seen == ["/hook"]
     (row,) = deliveries(outbox)
     assert (row.state, row.attempts) == (PENDING, 1)
+
+
+def test_the_dashboards_job_page_shows_each_delivery_attempt(installation, monkeypatch):
+    from tests.unit.test_ui import browser
+
+    settings, store = installation
+    monkeypatch.setenv("GENQ_WEBHOOK_ALLOW", "hooks.example")
+    job = store.create(TrainVAE(epochs=1), options=RunOptions(notify="http://hooks.example/h"))
+    store.transition(job.id, JobStatus.QUEUED, JobStatus.CANCELLED)
+    outbox = Outbox(store.sessions)
+    (due,) = outbox.claim_due(1, hold_s=60)
+    outbox.settle(due.id, 503, None, delivered=False, retry_in_s=0)
+    outbox.settle(due.id, None, "URLError: connection refused", delivered=False, retry_in_s=0)
+    page = browser(settings).get(f"/jobs/{job.id}").text
+    table = page.split("<h2>Webhooks</h2>", 1)[1].split("</table>", 1)[0]
+    assert due.id in table and "http://hooks.example/h" in table and "pending" in table
+    assert "503" in table and "URLError: connection refused" in table
