@@ -114,6 +114,9 @@ def test_every_end_is_delivered_signed_retried_and_survives_a_server_killed_mid_
         (group_end,) = [(headers, body, raw) for headers, body, raw in received(receiver, "/bob") if body["type"] == "group"]
         assert group_end[1]["id"] == group["id"] and group_end[1]["counts"] == {"succeeded": 2}
         assert signed_by(bob["webhook_secret"], group_end[0], group_end[2])
+        group_hooks = genq.wait_until(lambda: [hook for hook in server.call("GET", f"/api/groups/{group['id']}", bob["token"])
+                                               .json()["webhooks"] if hook["state"] == "delivered"], what="the group's")
+        assert group_hooks[0]["id"] == group_end[0]["Genq-Delivery"] and group_hooks[0]["attempts"][0]["http_status"] == 200
 
         # And the receiver that answered 500 got the same delivery again, and `client show` lists both attempts
         first, second = received(receiver, "/fail")[:2]

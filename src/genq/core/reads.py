@@ -195,10 +195,12 @@ class Reads:
         return list(reversed(newest))
 
     # -- webhooks -----------------------------------------------------------------------
-    def webhooks(self, job_id: str) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
-        """The job's webhook deliveries (its end's; none before it ended), each with its attempts, oldest first."""
+    def webhooks(self, job_id: str | None = None, group_id: str | None = None
+                 ) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+        """The webhook delivery of a job's end, or of a group's (none before it ended), with its attempts, oldest first."""
+        subject = WebhookDelivery.job_id == job_id if job_id is not None else WebhookDelivery.group_id == group_id
         with self.sessions() as session:
-            deliveries = list(session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)))
+            deliveries = list(session.scalars(select(WebhookDelivery).where(subject)))
             attempts = list(session.scalars(select(WebhookAttempt).where(
                 WebhookAttempt.delivery_id.in_([d.id for d in deliveries])).order_by(WebhookAttempt.id))) if deliveries else []
         return [(d, [a for a in attempts if a.delivery_id == d.id]) for d in deliveries]

@@ -132,6 +132,7 @@ class GroupSummary(GroupListed):
     swept: list[str]
     counts: dict[str, int]
     jobs: list[dict[str, Any]]
+    webhooks: list[Webhook]  # its end's delivery, once its last job has ended
 
 
 class GroupCancelled(Shape):
