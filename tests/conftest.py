@@ -151,7 +151,7 @@ def database_url(request, tmp_path):
     url = migrated(request.getfixturevalue("postgres_url"))
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_logs, job_events, metrics, artifacts, jobs, workers, groups, users"))
+        conn.execute(text("TRUNCATE webhook_attempts, webhook_deliveries, job_logs, job_events, metrics, artifacts, jobs, workers, groups, users"))
     engine.dispose()
     return url
 

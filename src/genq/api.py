@@ -133,9 +133,10 @@ class Client:
     # -- submitting ----------------------------------------------------------------------
     def submit(self, kind: str | type[JobParams], *, after: str | None = None, time_limit: float | None = None, retries: int = 0,
                idempotency_key: str | None = None, queue: str | None = None, priority: int = DEFAULT_PRIORITY,
-               **params: Any) -> "Job":
-        """Validate and store one job, then wake a worker (or wait for `after` to succeed first)."""
-        options = run_options(time_limit, retries, idempotency_key, queue, priority)
+               notify: str | None = None, **params: Any) -> "Job":
+        """Validate and store one job, then wake a worker (or wait for `after` to succeed first).
+        `notify`: a webhook URL the server POSTs to when the job ends (its host in GENQ_WEBHOOK_ALLOW)."""
+        options = run_options(time_limit, retries, idempotency_key, queue, priority, notify, self.settings)
         return self.submit_params(kind, params, after=after, options=options)
 
     def submit_params(self, kind: str | type[JobParams], params: Mapping[str, Any], *, after: str | None,
@@ -148,9 +149,11 @@ class Client:
 
     def sweep(self, kind: str | type[JobParams], *, name: str | None = None, after: str | None = None,
               time_limit: float | None = None, retries: int = 0, queue: str | None = None,
-              priority: int = DEFAULT_PRIORITY, confirm: bool = False, **params: Any) -> "Group":
+              priority: int = DEFAULT_PRIORITY, confirm: bool = False, notify: str | None = None,
+              **params: Any) -> "Group":
         """One job per point of the product of the list, tuple and range values (in the order given);
-        other values are the same for every job. `confirm` allows more than GENQ_MAX_SWEEP jobs."""
+        other values are the same for every job. `confirm` allows more than GENQ_MAX_SWEEP jobs. `notify`:
+        a webhook URL POSTed when each job ends, and when the last one has."""
         fixed = {key: value for key, value in params.items() if not isinstance(value, SWEEPABLE)}
         swept = [(key, value) for key, value in params.items() if isinstance(value, SWEEPABLE)]
         try:
@@ -158,7 +161,7 @@ class Client:
         except sweeps.SweepError as exc:
             raise SpecError(str(exc)) from None
         return self.submit_sweep(kind, sweep, name=name, after=after, confirm=confirm,
-                                 options=run_options(time_limit, retries, None, queue, priority))
+                                 options=run_options(time_limit, retries, None, queue, priority, notify, self.settings))
 
     def submit_sweep(self, kind: str | type[JobParams], sweep: sweeps.Sweep, *, name: str | None, after: str | None,
                      options: RunOptions, confirm: bool = False) -> "Group":
@@ -257,8 +260,9 @@ def kind_of(kind: str | type[JobParams]) -> type[JobParams]:
 
 
 def run_options(time_limit: float | None, retries: int, idempotency_key: str | None, queue: str | None,
-                priority: int) -> RunOptions:
-    """How a job runs (time limit, retries, key, queue, priority), validated like its parameters."""
+                priority: int, notify: str | None = None, settings: Settings | None = None) -> RunOptions:
+    """How a job runs (time limit, retries, key, queue, priority, webhook), validated like its parameters
+    (the webhook's host against `settings`, else the environment's)."""
     from pydantic import ValidationError
 
     if queue is not None:
@@ -268,7 +272,8 @@ def run_options(time_limit: float | None, retries: int, idempotency_key: str | N
             raise SpecError(str(exc), "queue") from None
     try:
         return RunOptions.model_validate({"time_limit_s": time_limit, "retries": retries,
-                                          "idempotency_key": idempotency_key, "queue": queue, "priority": priority})
+                                          "idempotency_key": idempotency_key, "queue": queue, "priority": priority,
+                                          "notify": notify}, context={"settings": settings})
     except ValidationError as exc:
         error = spec_error(exc)
         raise SpecError(error.reason, {"time_limit_s": "time_limit"}.get(error.field, error.field)) from None

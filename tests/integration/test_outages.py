@@ -173,7 +173,7 @@ def test_c_a_paused_lock_holder_costs_the_reconciler_one_job_for_a_moment(postgr
     # lost, and a process paused inside a write transaction holding the first job's row lock
     url = migrated(postgres_url)
     with create_engine(url).begin() as connection:
-        connection.execute(text("TRUNCATE job_logs, job_events, metrics, artifacts, jobs, workers, groups, users"))
+        connection.execute(text("TRUNCATE webhook_attempts, webhook_deliveries, job_logs, job_events, metrics, artifacts, jobs, workers, groups, users"))
     settings = load_settings({"GENQ_HOME": str(tmp_path), "GENQ_DATABASE_URL": url, "GENQ_BROKER_URL": REDIS_URL,
                               "GENQ_QUEUE": f"genq-test-{uuid.uuid4().hex[:12]}", "GENQ_LEASE": "4",
                               "GENQ_RESEND_AFTER": "0.5"})

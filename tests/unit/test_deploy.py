@@ -529,7 +529,7 @@ def test_the_scalers_query_counts_the_queued_and_running_jobs_of_its_queue(postg
     upgrade(postgres_url)
     engine = make_engine(postgres_url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_logs, job_events, metrics, artifacts, jobs, workers, groups"))
+        conn.execute(text("TRUNCATE webhook_attempts, webhook_deliveries, job_logs, job_events, metrics, artifacts, jobs, workers, groups"))
     store = JobStore(session_factory(engine), lambda kind: "gpu")
 
     def job(status: JobStatus, queue: str = "gpu", priority: int = 5) -> str:

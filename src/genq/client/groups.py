@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from genq.client.render import echo_json, iso
+from genq.client.render import echo_json, iso, webhook_summary
 from genq.client.runtime import Runtime, pass_runtime
 from genq.client.visible import visible
 from genq.client.waiting import EXIT_TIMEOUT, TerminalLine
@@ -32,7 +32,8 @@ def group_summary(group) -> dict[str, Any]:
     rows = group.rows()
     return {"id": group.id, "name": group.name, "kind": group.kind, "size": group.size,
             "created_at": iso(group.created_at), "definition": group.definition, "swept": group.swept,
-            "counts": state_counts(rows), "jobs": group_rows(group, rows)}
+            "counts": state_counts(rows), "jobs": group_rows(group, rows),
+            "webhooks": [webhook_summary(*delivery) for delivery in group.client.reads.webhooks(group_id=group.id)]}
 
 
 def group_rows(group, rows=None) -> list[dict[str, Any]]:

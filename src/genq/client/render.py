@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from genq.client.visible import visible
+from genq.core.config import redact_url
 from genq.core.reads import Reads, Run
 from genq.core.store.clock import as_utc
 from genq.core.store.models import JobRow
@@ -41,7 +42,16 @@ def job_details(reads: Reads, job: JobRow, artifact_store) -> dict[str, Any]:
     details["events"] = [{"at": iso(e.at), "from": e.from_status, "to": e.to_status, "worker": e.worker,
                           "device": e.device, "reason": e.reason} for e in history.events]
     details["runs"] = [run_summary(run) for run in history.runs]
+    details["webhooks"] = [webhook_summary(delivery, attempts) for delivery, attempts in reads.webhooks(job.id)]
     return details
+
+
+def webhook_summary(delivery, attempts) -> dict[str, Any]:
+    """A webhook delivery (its URL without a password) and every attempt: when, and the HTTP status or error."""
+    return {"id": delivery.id, "url": redact_url(delivery.url), "state": delivery.state,
+            "delivered_at": iso(delivery.delivered_at),
+            "next_attempt_at": iso(delivery.next_attempt_at) if delivery.state == "pending" else None,
+            "attempts": [{"at": iso(a.at), "http_status": a.http_status, "error": a.error} for a in attempts]}
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -116,6 +126,9 @@ def show_text(details: dict[str, Any]) -> str:
     if details["artifacts"]:
         lines.append("artifacts")
         lines += [f"  {a['name']:<28} {a['bytes']:>10} B  {a['path']}" for a in details["artifacts"]]
+    for hook in details.get("webhooks", []):
+        lines.append(f"webhook   {hook['url']}  {hook['state']}  (delivery {hook['id']})")
+        lines += [f"  {a['at']}  {a['http_status'] or a['error']}" for a in hook["attempts"]]
     return "\n".join(visible(line) for line in lines)
 
 

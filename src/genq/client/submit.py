@@ -110,6 +110,9 @@ def common_options() -> list[click.Option]:
                           "(default: the kind's queue, GENQ_KIND_QUEUES, else GENQ_QUEUE, `gpu`)."),
         click.Option(["--priority"], type=click.IntRange(0, 9), default=DEFAULT_PRIORITY, show_default=True,
                      help="0..9: a higher priority starts before every queued job of lower priority on its queue."),
+        click.Option(["--notify"], metavar="URL", default=None,
+                     help="POST a signed JSON body to URL when the job ends (a sweep: each job, then the group); "
+                          "its host must be in GENQ_WEBHOOK_ALLOW. Default: the user's (`client users set --notify`)."),
     ]
 
 
@@ -186,20 +189,21 @@ def sweep_from_cli(cls: type[JobParams], values: dict[str, Any], texts: tuple[st
 
 
 def kind_command(cls: type[JobParams]) -> click.Command:
-    def callback(after, wait, as_json, timeout, time_limit, retries, idempotency_key, queue, priority,
+    def callback(after, wait, as_json, timeout, time_limit, retries, idempotency_key, queue, priority, notify,
                  sweep, group_name, yes, prompt_file=None, **values) -> None:
         rt = click.get_current_context().ensure_object(Runtime)
         try:
             if sweep or prompt_file is not None:
                 plan = sweep_from_cli(cls, values, sweep, prompt_file)
-                options = run_options(time_limit, retries, idempotency_key, queue, priority)
+                options = run_options(time_limit, retries, idempotency_key, queue, priority, notify, rt.settings)
                 group = rt.client.submit_sweep(cls, plan, name=group_name, after=after, options=options,
                                                confirm=yes)
                 return report_group(rt, group, wait, as_json, timeout)
             if group_name is not None:
                 raise click.UsageError("--group-name names a sweep's group: add --sweep (or --prompt-file)")
             job = rt.client.submit(cls, after=after, time_limit=time_limit, retries=retries,
-                                   idempotency_key=idempotency_key, queue=queue, priority=priority, **values)
+                                   idempotency_key=idempotency_key, queue=queue, priority=priority, notify=notify,
+                                   **values)
         except sweeps.SweepError as exc:
             raise click.UsageError(str(exc)) from None
         except SpecError as exc:

@@ -9,12 +9,15 @@ import click
 
 from genq.client.render import echo_json, iso
 from genq.client.runtime import Runtime, pass_runtime
+from genq.core.config import redact_url
 from genq.core.store.users import User, UserError, UserStore
+from genq.core.webhooks import NotAllowed, check_url
 
 
 def user_summary(user: User) -> dict:
     """A user without their secrets (what `list --json` prints)."""
     return {"name": user.name, "admin": user.admin, "max_running": user.max_running, "max_queued": user.max_queued,
+            "notify": redact_url(user.notify_url) if user.notify_url else None,
             "created_at": iso(user.created_at), "revoked_at": iso(user.revoked_at)}
 
 
@@ -98,21 +101,30 @@ LIMIT = click.IntRange(min=0)
               help="At most M of NAME's jobs waiting or queued; a submit past it is refused (exit 2).")
 @click.option("--no-max-running", is_flag=True, help="Remove the running limit.")
 @click.option("--no-max-queued", is_flag=True, help="Remove the queued limit.")
+@click.option("--notify", metavar="URL", default=None,
+              help="The webhook of NAME's jobs submitted without --notify (its host in GENQ_WEBHOOK_ALLOW); "
+                   "'' removes it.")
 @pass_runtime
-def set_limits(rt: Runtime, name: str, max_running: int | None, max_queued: int | None, no_max_running: bool,
-               no_max_queued: bool) -> None:
-    """Set NAME's limits (an option not given keeps its value)."""
-    limits: dict[str, int | None] = {}
+def set_user(rt: Runtime, name: str, max_running: int | None, max_queued: int | None, no_max_running: bool,
+             no_max_queued: bool, notify: str | None) -> None:
+    """Set NAME's limits and default webhook (an option not given keeps its value)."""
+    values: dict[str, int | str | None] = {}
     for key, value, remove in (("max_running", max_running, no_max_running), ("max_queued", max_queued, no_max_queued)):
         if value is not None and remove:
             raise click.UsageError(f"give --{key.replace('_', '-')} or --no-{key.replace('_', '-')}, not both")
         if value is not None or remove:
-            limits[key] = value
-    if not limits:
-        raise click.UsageError("give --max-running, --max-queued (or --no-max-running, --no-max-queued)")
+            values[key] = value
+    if notify is not None:
+        try:
+            values["notify_url"] = check_url(notify, rt.settings.webhook_allow) if notify else None
+        except NotAllowed as exc:
+            raise click.UsageError(f"--notify: {exc}") from None
+    if not values:
+        raise click.UsageError("give --max-running, --max-queued, --notify (or --no-max-running, --no-max-queued)")
     try:
-        user = user_store(rt).set_limits(name, **limits)
+        user = user_store(rt).set(name, **values)
     except UserError as exc:
         raise refused(exc) from None
     shown = lambda value: "none" if value is None else str(value)  # noqa: E731
-    click.echo(f"user {user.name}: max running {shown(user.max_running)}, max queued {shown(user.max_queued)}")
+    click.echo(f"user {user.name}: max running {shown(user.max_running)}, max queued {shown(user.max_queued)}, "
+               f"notify {redact_url(user.notify_url) if user.notify_url else 'none'}")

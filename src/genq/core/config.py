@@ -36,6 +36,8 @@ QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # One sd job's size: images x width x height, and that times the denoising steps (8 images of 1024x1024 at 50 steps).
 DEFAULT_SD_MAX_PIXELS = 8 * 1024 * 1024
 DEFAULT_SD_MAX_PIXEL_STEPS = DEFAULT_SD_MAX_PIXELS * 50
+DEFAULT_WEBHOOK_TIMEOUT_S = 5.0  # a webhook POST that takes longer is a failed attempt
+DEFAULT_WEBHOOK_BACKOFF_S = 10.0  # a failed delivery is tried again after this, doubling each time
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class Settings:
     preload: str  # a model a worker loads before it takes jobs ("" none)
     max_sweep: int  # a sweep of more jobs is refused unless confirmed (--yes)
     user: str  # the owner recorded on jobs submitted with the store's own access (GENQ_USER; default "local")
+    webhook_allow: tuple[str, ...]  # hosts (host or host:port) a webhook may be sent to; empty: none
+    webhook_timeout_s: float
+    webhook_backoff_s: float
 
     def queue_for(self, kind: str) -> str:
         """The queue a job of `kind` goes to when its submit names none."""
@@ -271,6 +276,15 @@ def _user(env: dict[str, str]) -> str:
     return name
 
 
+def _webhook_allow(raw: str) -> tuple[str, ...]:
+    """GENQ_WEBHOOK_ALLOW: hosts, optionally host:port, separated by commas; lowercased."""
+    hosts = [host.strip().lower() for host in raw.split(",") if host.strip()]
+    for host in hosts:
+        if any(c.isspace() or c in "/@?#" for c in host):
+            raise ValueError(f"GENQ_WEBHOOK_ALLOW takes hosts (host or host:port) separated by commas, got {host!r}")
+    return tuple(dict.fromkeys(hosts))
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("GENQ_HOME") or default_home(env)).expanduser().absolute()
@@ -310,4 +324,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         preload=env.get("GENQ_PRELOAD") or "",
         max_sweep=_number(env, "GENQ_MAX_SWEEP", DEFAULT_MAX_SWEEP, int, 1, MAX_SWEEP_CEILING),
         user=_user(env),
+        webhook_allow=_webhook_allow(env.get("GENQ_WEBHOOK_ALLOW") or ""),
+        webhook_timeout_s=_number(env, "GENQ_WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT_S, low_open=True, high=300),
+        webhook_backoff_s=_number(env, "GENQ_WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF_S, low_open=True, high=3600),
     )

@@ -12,7 +12,7 @@ import secrets
 from types import MappingProxyType
 from typing import Annotated, Any, Callable, ClassVar, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from genq.core.config import DEFAULT_PRIORITY, QUEUE_NAME, Settings, load_settings
 
@@ -64,6 +64,19 @@ class RunOptions(StoredText):
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
     queue: str | None = Field(None, pattern=QUEUE_NAME.pattern)  # None: the kind's default queue (Settings.queue_for)
     priority: int = Field(DEFAULT_PRIORITY, ge=0, le=9)  # higher runs first
+    notify: str | None = None  # a webhook URL POSTed when the job (or its group) ends; see genq.core.webhooks
+
+    @field_validator("notify")
+    @classmethod
+    def _allowed_webhook(cls, url: str | None, info: ValidationInfo) -> str | None:
+        from genq.core.webhooks import NotAllowed, check_url
+
+        if url is None:
+            return None
+        try:
+            return check_url(url, settings_from(info.context).webhook_allow)
+        except NotAllowed as exc:
+            raise ValueError(str(exc)) from None
 
 
 DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")

@@ -18,7 +18,8 @@ from sqlalchemy.orm import aliased, sessionmaker, undefer
 from genq.core.kinds import kind_class
 from genq.core.params import text_problem
 from genq.core.store.clock import as_utc, db_now_plus
-from genq.core.store.models import ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric
+from genq.core.store.models import (ArtifactRow, GroupRow, JobRow, JobEvent, JobLog, Metric, WebhookAttempt,
+                                    WebhookDelivery)
 from genq.core.store.states import JobStatus
 from genq.core.store.workers import WorkerView, worker_registry
 
@@ -223,6 +224,17 @@ class Reads:
             newest = session.scalars(select(JobLog).where(JobLog.job_id == job_id)
                                      .order_by(JobLog.id.desc()).limit(count)).all()
         return list(reversed(newest))
+
+    # -- webhooks -----------------------------------------------------------------------
+    def webhooks(self, job_id: str | None = None, group_id: str | None = None
+                 ) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+        """The webhook delivery of a job's end, or of a group's (none before it ended), with its attempts, oldest first."""
+        subject = WebhookDelivery.job_id == job_id if job_id is not None else WebhookDelivery.group_id == group_id
+        with self.sessions() as session:
+            deliveries = list(session.scalars(select(WebhookDelivery).where(subject)))
+            attempts = list(session.scalars(select(WebhookAttempt).where(
+                WebhookAttempt.delivery_id.in_([d.id for d in deliveries])).order_by(WebhookAttempt.id))) if deliveries else []
+        return [(d, [a for a in attempts if a.delivery_id == d.id]) for d in deliveries]
 
     # -- artifacts ----------------------------------------------------------------------
     def artifacts(self, job_id: str) -> list[ArtifactRow]:

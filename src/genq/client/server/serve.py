@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import click
 
 from genq.client.server.app import make_app
+from genq.client.server.webhooks import start_sender
 from genq.client.ui.app import TOKEN_VARIABLE
 from genq.client.ui.security import LOCAL_NAMES, home_token, this_machine_only, token_file
 from genq.core.config import load_settings
@@ -81,6 +82,7 @@ def serve(host: str, port: int, banner: str = BANNER) -> None:
         sock = bind(host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    start_sender(app.state.client, settings)  # the outbox's webhooks, sent from this process
     url = url_of(host, sock.getsockname()[1])
     if from_variable:
         click.echo(f"{banner}{url} (requests need {TOKEN_VARIABLE}, or a user's token)")

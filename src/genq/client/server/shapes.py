@@ -74,6 +74,23 @@ class Run(Shape):
     batch: str | None
 
 
+class WebhookAttempt(Shape):
+    at: str | None
+    http_status: int | None
+    error: str | None
+
+
+class Webhook(Shape):
+    """A webhook delivery of the job's end, with every attempt."""
+
+    id: str
+    url: str
+    state: str
+    delivered_at: str | None
+    next_attempt_at: str | None
+    attempts: list[WebhookAttempt]
+
+
 class JobDetails(JobSummary):
     """`client show --json`."""
 
@@ -82,6 +99,7 @@ class JobDetails(JobSummary):
     artifacts: list[Artifact]
     events: list[Event]
     runs: list[Run]
+    webhooks: list[Webhook]
 
 
 class LogLine(Shape):
@@ -114,6 +132,7 @@ class GroupSummary(GroupListed):
     swept: list[str]
     counts: dict[str, int]
     jobs: list[dict[str, Any]]
+    webhooks: list[Webhook]  # its end's delivery, once its last job has ended
 
 
 class GroupCancelled(Shape):

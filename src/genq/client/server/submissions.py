@@ -37,6 +37,8 @@ class SubmitOptions(BaseModel):
     idempotency_key: str | None = Field(None, description="The same key again returns the job it created.")
     queue: str | None = Field(None, description="The queue (default: the kind's).")
     priority: int = Field(DEFAULT_PRIORITY, description="0-9: higher starts first on its queue.")
+    notify: str | None = Field(None, description="A webhook URL POSTed (signed) when the job ends, or for a sweep "
+                                                 "each job and then the group; its host must be in GENQ_WEBHOOK_ALLOW.")
 
 
 class SubmitBody(SubmitOptions):
@@ -90,7 +92,8 @@ def submit(client: Client, body: SubmitBody) -> tuple[str, dict[str, Any]]:
     except ValueError as exc:
         raise invalid(("time_limit",), str(exc)) from None
     try:
-        options = run_options(time_limit, body.retries, body.idempotency_key, body.queue, body.priority)
+        options = run_options(time_limit, body.retries, body.idempotency_key, body.queue, body.priority, body.notify,
+                              client.settings)
         if body.sweep:
             plan = sweeps.build(body.params, list(body.sweep.items()))
             group = client.submit_sweep(cls, plan, name=body.group_name, after=body.after, options=options,

@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from genq.client.groups import group_summary, report_figure_names
+from genq.client.render import webhook_summary
 from genq.client.ui.api import client_of, find_group, find_job, reads_of, worker_views
 from genq.client.ui.results import natural_key, pictures, result_patterns, split_metrics
 from genq.client.ui.forms import FieldError, form_fields, parse_form, prefill
@@ -72,7 +73,8 @@ def job_page(request: Request) -> Response:
     return render(request, "job.html", job=job, events=history.events, runs=history.runs,
                   main=main, other_pictures=other_pictures, sd_settings=sd_settings, charts=charts, numbers=numbers,
                   artifacts=artifacts, log=log, last_log_id=log[-1].id if log else 0,
-                  finished=JobStatus(job.status).finished)
+                  finished=JobStatus(job.status).finished,
+                  webhooks=[webhook_summary(*delivery) for delivery in reads.webhooks(job.id)])
 
 
 def compare_page(request: Request) -> Response:

@@ -40,10 +40,15 @@ def token_file(settings: Settings) -> Path:
 
 
 def home_token(settings: Settings) -> str:
-    """The home's dashboard token, GENQ_HOME/ui/token (0600 in a 0700 folder): made on first need, then
-    reused. Two dashboards starting at once in a new home agree on one: only the first file is linked
+    """The home's dashboard token, GENQ_HOME/ui/token: see home_secret."""
+    return home_secret(settings, TOKEN_FILE)
+
+
+def home_secret(settings: Settings, relative: Path) -> str:
+    """A secret of the home, GENQ_HOME/`relative` (0600 in a 0700 folder): made on first need, then
+    reused. Two processes starting at once in a new home agree on one: only the first file is linked
     into place."""
-    path = token_file(settings)
+    path = settings.home / relative
     if token := _read_token(path):
         return token
     ensure_home(settings)

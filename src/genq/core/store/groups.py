@@ -34,7 +34,7 @@ class GroupStore:
         and the jobs' column values. Queued jobs' send times start now, by the database's clock.
         OverLimit (nothing stored) when its jobs would take `owner` past their max_queued."""
         group = GroupRow(id=str(uuid.uuid4()), name=name, kind=kind, created_at=utcnow(), definition=definition,
-                      size=len(planned), owner=owner)
+                      size=len(planned), owner=owner, notify_url=options.notify)
         rows = [self.jobs.new_row(plan.params, plan.depends_on, options, owner=owner, group_id=group.id,
                                   group_point=plan.point, group_index=index)
                 for index, plan in enumerate(planned)]

@@ -113,7 +113,8 @@ class JobStore:
                     attempts=0, depends_on=depends_on, cancel_requested=False, submitted_at=utcnow(),
                     progress_done=0, progress_total=0, time_limit_s=options.time_limit_s, retries=options.retries,
                     failed_runs=0, idempotency_key=options.idempotency_key,
-                    queue=options.queue or self.queue_for(spec.kind), priority=options.priority, **values)
+                    queue=options.queue or self.queue_for(spec.kind), priority=options.priority,
+                    notify_url=options.notify, **values)
 
     @contextmanager
     def within_queued_limit(self, owner: str | None, adding: int) -> Iterator[Session]:

@@ -56,6 +56,7 @@ class JobRow(Base):
     # each epoch), written with its progress; read only when asked for (deferred), its time tells that one exists.
     preview_png: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
     preview_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    notify_url: Mapped[str | None] = mapped_column(Text, nullable=True)  # its webhook (None: its owner's default)
 
     __table_args__ = (Index("ix_jobs_status_kind_queue", "status", "kind", "queue"),
                       Index("ix_jobs_submitted_at_id", "submitted_at", "id"),
@@ -75,6 +76,7 @@ class GroupRow(Base):
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     size: Mapped[int] = mapped_column(Integer)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    notify_url: Mapped[str | None] = mapped_column(Text, nullable=True)  # its webhook (None: its owner's default)
 
 
 class UserRow(Base):
@@ -90,6 +92,40 @@ class UserRow(Base):
     webhook_secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    notify_url: Mapped[str | None] = mapped_column(Text, nullable=True)  # the webhook of their jobs submitted without one
+
+
+class WebhookDelivery(Base):
+    """The outbox: one webhook to send, written in the transaction that ended its job (or its group's last
+    job). Its id is the `Genq-Delivery` header, the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_state_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, unique=True)  # a job's end
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("groups.id"), nullable=True, unique=True)  # a group's
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # whose webhook secret signs it
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)  # the JSON sent, byte for byte the same on every attempt
+    state: Mapped[str] = mapped_column(String(16))  # pending, delivered, given_up
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When it is due (database clock); a claimed one is pushed past its POST, so a server killed mid-POST hands it on.
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: when, and the HTTP status or the error."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class JobEvent(Base):

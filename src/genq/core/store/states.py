@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from genq.core.store.clock import db_clock_now, db_now_plus
 from genq.core.store.models import JobRow, JobEvent
+from genq.core.store.outbox import record_end
 
 
 class JobStatus(str, Enum):
@@ -25,6 +26,7 @@ class JobStatus(str, Enum):
 
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+FINISHED_VALUES = frozenset(status.value for status in FINISHED)
 
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}),
@@ -63,6 +65,7 @@ def transition(
     TransitionError and nothing is written. With `commit=False` the caller commits (several
     transitions in one transaction); a refused one rolls back all of them. With `returning`, the
     job's row as the UPDATE left it is returned (read in the same statement, RETURNING).
+    A move to an ended state writes its webhooks to the outbox in the same transaction (core.store.outbox).
     """
     if to not in ALLOWED[expected]:
         raise TransitionError(f"illegal transition {expected.value} -> {to.value} for job {job_id}")
@@ -82,7 +85,7 @@ def transition(
     statement = statement.values(**changes).execution_options(synchronize_session=False)
     try:
         row = None
-        if returning:
+        if returning or to.finished:
             row = session.scalars(statement.returning(JobRow)).one_or_none()
             matched = 0 if row is None else 1
         else:
@@ -93,6 +96,8 @@ def transition(
             )
         session.add(JobEvent(job_id=job_id, at=now, from_status=expected.value, to_status=to.value,
                              worker=worker, reason=reason, device=device))
+        if to.finished:
+            record_end(session, row, FINISHED_VALUES)
         if commit:
             session.commit()
         return row

@@ -44,11 +44,12 @@ class User:
     webhook_secret: str
     created_at: datetime
     revoked_at: datetime | None
+    notify_url: str | None = None  # the webhook of their jobs submitted without one
 
     @classmethod
     def of(cls, row: UserRow) -> "User":
         return cls(row.name, bool(row.admin), row.max_running, row.max_queued, row.webhook_secret, row.created_at,
-                   row.revoked_at)
+                   row.revoked_at, row.notify_url)
 
 
 def token_hash(token: str) -> str:
@@ -89,11 +90,12 @@ class UserStore:
                 session.commit()
             return User.of(row)
 
-    def set_limits(self, name: str, **limits: int | None) -> User:
-        """Set max_running and/or max_queued (None in `limits` removes that limit; absent keeps it)."""
+    def set(self, name: str, **values: int | str | None) -> User:
+        """Set max_running, max_queued and/or notify_url (None removes a limit or the default webhook; a key
+        not given keeps its value)."""
         with self.sessions() as session:
             row = self._row(session, name)
-            for key, value in limits.items():
+            for key, value in values.items():
                 setattr(row, key, value)
             session.commit()
             return User.of(row)
