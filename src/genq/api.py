@@ -61,6 +61,8 @@ class Client:
     server gives a user who is not an admin.
     """
 
+    webhook_hosts_checked_elsewhere = False  # a `notify` URL's host is checked here against GENQ_WEBHOOK_ALLOW
+
     def __new__(cls, settings: Settings | None = None, owner: str | None = None, sees_all: bool = True, *,
                 address: str | None = None, **remote: Any):
         """Client(address=..., token=...), or GENQ_ADDRESS (or `client login`) with no settings given: a
@@ -136,7 +138,8 @@ class Client:
                notify: str | None = None, **params: Any) -> "Job":
         """Validate and store one job, then wake a worker (or wait for `after` to succeed first).
         `notify`: a webhook URL the server POSTs to when the job ends (its host in GENQ_WEBHOOK_ALLOW)."""
-        options = run_options(time_limit, retries, idempotency_key, queue, priority, notify, self.settings)
+        options = run_options(time_limit, retries, idempotency_key, queue, priority, notify, self.settings,
+                              self.webhook_hosts_checked_elsewhere)
         return self.submit_params(kind, params, after=after, options=options)
 
     def submit_params(self, kind: str | type[JobParams], params: Mapping[str, Any], *, after: str | None,
@@ -161,7 +164,8 @@ class Client:
         except sweeps.SweepError as exc:
             raise SpecError(str(exc)) from None
         return self.submit_sweep(kind, sweep, name=name, after=after, confirm=confirm,
-                                 options=run_options(time_limit, retries, None, queue, priority, notify, self.settings))
+                                 options=run_options(time_limit, retries, None, queue, priority, notify, self.settings,
+                                                     self.webhook_hosts_checked_elsewhere))
 
     def submit_sweep(self, kind: str | type[JobParams], sweep: sweeps.Sweep, *, name: str | None, after: str | None,
                      options: RunOptions, confirm: bool = False) -> "Group":
@@ -195,11 +199,11 @@ class Client:
         cls = kind_of(kind)
         params = parse(cls, {key: value for key, value in values.items() if value is not None}, self.settings)
         waits_for = self._resolve(after, "after") if after is not None else None
-        for field, ref_kind in cls.job_refs().items():
-            ref = self._resolve(getattr(params, field), field, ref_kind)
+        for ref_field, ref_kind in cls.job_refs().items():
+            ref = self._resolve(getattr(params, ref_field), ref_field, ref_kind)
             if waits_for is not None and waits_for != ref:
-                raise SpecError(f"must be the {field} job for this kind (it already waits for it)", "after")
-            params, waits_for = params.replace(**{field: ref}), ref
+                raise SpecError(f"must be the {ref_field} job for this kind (it already waits for it)", "after")
+            params, waits_for = params.replace(**{ref_field: ref}), ref
         return PlannedJob(params, waits_for, {})  # a seed not given is chosen when the job is stored
 
     def _resolve(self, ref: str, field: str, required_kind: str | None = None) -> str:
@@ -260,9 +264,11 @@ def kind_of(kind: str | type[JobParams]) -> type[JobParams]:
 
 
 def run_options(time_limit: float | None, retries: int, idempotency_key: str | None, queue: str | None,
-                priority: int, notify: str | None = None, settings: Settings | None = None) -> RunOptions:
+                priority: int, notify: str | None = None, settings: Settings | None = None,
+                allow_checked_elsewhere: bool = False) -> RunOptions:
     """How a job runs (time limit, retries, key, queue, priority, webhook), validated like its parameters
-    (the webhook's host against `settings`, else the environment's)."""
+    (the webhook's host against `settings`, else the environment's; not here when `allow_checked_elsewhere`:
+    a remote client's server checks it against its own GENQ_WEBHOOK_ALLOW)."""
     from pydantic import ValidationError
 
     if queue is not None:
@@ -273,7 +279,8 @@ def run_options(time_limit: float | None, retries: int, idempotency_key: str | N
     try:
         return RunOptions.model_validate({"time_limit_s": time_limit, "retries": retries,
                                           "idempotency_key": idempotency_key, "queue": queue, "priority": priority,
-                                          "notify": notify}, context={"settings": settings})
+                                          "notify": notify},
+                                         context={"settings": settings, "allow_checked_elsewhere": allow_checked_elsewhere})
     except ValidationError as exc:
         error = spec_error(exc)
         raise SpecError(error.reason, {"time_limit_s": "time_limit"}.get(error.field, error.field)) from None

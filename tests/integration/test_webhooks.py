@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.integration.test_remote import client as remote_client
+from tests.integration.test_remote import remote_env
 from tests.integration.test_server import FAST_SD, job_count, sd_body, start_server, stop
 
 pytestmark = pytest.mark.integration
@@ -70,7 +72,8 @@ def signed_by(secret: str, headers: dict, body: bytes) -> bool:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_every_end_is_delivered_signed_retried_and_survives_a_server_killed_mid_delivery(genq, receiver, tiny_model):
+def test_every_end_is_delivered_signed_retried_and_survives_a_server_killed_mid_delivery(genq, receiver, tiny_model,
+                                                                                       tmp_path):
     genq.env.update(SETTINGS)
     hook = f"http://127.0.0.1:{receiver.server_port}"
     alice, bob = genq.client_json("users", "add", "alice"), genq.client_json("users", "add", "bob")
@@ -90,9 +93,14 @@ def test_every_end_is_delivered_signed_retried_and_survives_a_server_killed_mid_
         assert answer.status_code == 422 and "GENQ_WEBHOOK_ALLOW" in answer.text
         assert job_count(genq) == 0
 
-        # When alice submits with --notify and by her default (a receiver answering 500 first), and bob a sweep over HTTP
+        # When alice submits with --notify from a remote client (only the server's address and her token: the
+        # server's GENQ_WEBHOOK_ALLOW decides), and by her default (a receiver answering 500 first), and bob a sweep
         genq.client("users", "set", "alice", "--notify", f"{hook}/fail")
-        own = genq.client(*sd, "--prompt", "a", "--notify", f"{hook}/alice", env=as_alice).stdout.strip()
+        laptop = remote_env(tmp_path, server.url, alice["token"])
+        submitted = remote_client(laptop, *sd, "--prompt", "a", "--notify", f"{hook}/alice")
+        assert submitted.returncode == 0, submitted.stderr
+        own = submitted.stdout.strip()
+        assert remote_client(laptop, *sd, "--prompt", "a", "--notify", "http://10.1.2.3/").returncode == 2
         by_default = genq.client(*sd, "--prompt", "b", env=as_alice).stdout.strip()
         group = server.call("POST", "/api/jobs", bob["token"],
                             json=sd_body(tiny_model, "c", sweep={"seed": [1, 2]}, notify=f"{hook}/bob")).json()

@@ -757,7 +757,6 @@ def test_compose_publishes_only_the_dashboard_on_loopback_and_migrates_first():
     assert services["ui"]["ports"] == ["127.0.0.1:8265:8265"]
     assert services["migrate"]["command"] == ["client", "db", "upgrade"]
     assert services["worker"]["user"] == services["migrate"]["user"] == services["ui"]["user"] == "genq"
-    env = services["worker"]["environment"]
     assert "artifacts:" + folder_root() in services["worker"]["volumes"]
     assert "artifacts:" + folder_root() in services["ui"]["volumes"]
     assert "artifacts" in compose()["volumes"]

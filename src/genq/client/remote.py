@@ -432,6 +432,8 @@ class RemoteClient(Client):
     """genq.api's Client through a genq server: `address` and `token`, else GENQ_ADDRESS/GENQ_TOKEN or
     the login file. The server decides whose jobs these are and which it shows."""
 
+    webhook_hosts_checked_elsewhere = True  # by the server, against its own GENQ_WEBHOOK_ALLOW
+
     def __init__(self, settings=None, owner: str | None = None, sees_all: bool = True, *, address: str | None = None,
                  token: str | None = None, remote: Remote | None = None) -> None:
         super().__init__(settings, owner, sees_all)

@@ -195,7 +195,8 @@ def kind_command(cls: type[JobParams]) -> click.Command:
         try:
             if sweep or prompt_file is not None:
                 plan = sweep_from_cli(cls, values, sweep, prompt_file)
-                options = run_options(time_limit, retries, idempotency_key, queue, priority, notify, rt.settings)
+                options = run_options(time_limit, retries, idempotency_key, queue, priority, notify, rt.settings,
+                                      rt.client.webhook_hosts_checked_elsewhere)
                 group = rt.client.submit_sweep(cls, plan, name=group_name, after=after, options=options,
                                                confirm=yes)
                 return report_group(rt, group, wait, as_json, timeout)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import func, or_, select, true
-from sqlalchemy.orm import aliased, sessionmaker, undefer
+from sqlalchemy.orm import aliased, sessionmaker
 
 from genq.core.kinds import kind_class
 from genq.core.params import text_problem

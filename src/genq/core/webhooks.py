@@ -41,12 +41,19 @@ def host_of(url: str) -> tuple[str, str]:
     return host, f"{shown}:{port or (443 if parts.scheme == 'https' else 80)}"
 
 
-def check_url(url: str, allow: tuple[str, ...]) -> str:
-    """`url` when genq may call it: http(s), a host, and that host (or host:port) in `allow`; else NotAllowed."""
+def check_form(url: str) -> str:
+    """`url` when it is an http(s) URL with a host, of a sane length and with no white space; else NotAllowed."""
     if len(url) > MAX_URL_CHARS:
         raise NotAllowed(f"must be at most {MAX_URL_CHARS} characters, got {len(url)}")
     if any(c.isspace() for c in url):
         raise NotAllowed("must not contain white space")
+    host_of(url)
+    return url
+
+
+def check_url(url: str, allow: tuple[str, ...]) -> str:
+    """`url` when genq may call it: `check_form`, and its host (or host:port) in `allow`; else NotAllowed."""
+    check_form(url)
     host, host_port = host_of(url)
     if host not in allow and host_port not in allow:
         raise NotAllowed(f"host {host_port} is not in GENQ_WEBHOOK_ALLOW (the hosts the server may call; "
