@@ -289,6 +289,14 @@ class RemoteReads:
     def group_table(self, group_id: str, rows=None) -> list[dict[str, Any]]:
         return self.group_summary(group_id)["jobs"]
 
+    def webhooks(self, job_id: str | None = None, group_id: str | None = None) -> list[tuple[Any, list[Any]]]:
+        """The webhook deliveries of a job's or a group's end, with their attempts, as the server lists them."""
+        listed = self.details(job_id)["webhooks"] if job_id is not None else self.group_summary(group_id)["webhooks"]
+        return [(SimpleNamespace(**{**hook, "delivered_at": moment(hook["delivered_at"]),
+                                    "next_attempt_at": moment(hook["next_attempt_at"])}),
+                 [SimpleNamespace(**{**attempt, "at": moment(attempt["at"])}) for attempt in hook["attempts"]])
+                for hook in listed]
+
     # the fleet
     def worker_summaries(self, include_all: bool = False) -> list[dict[str, Any]]:
         """`client workers --json`."""
