@@ -73,6 +73,7 @@ def count_jobs(genq) -> int:
     return len(genq.client_json("list", "--limit", "1000"))
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # refused before any store is written: one store
 def test_bad_input_is_refused_with_one_line_and_nothing_stored(genq, tmp_path, tiny_model):
     roots = tmp_path / "models"
     outside = tmp_path / "elsewhere" / "model"

@@ -274,7 +274,7 @@ def test_the_openapi_schema_holds_under_schemathesis(genq, server, tmp_path):
     run = subprocess.run([str(BIN / "st"), "run", f"{server.url}/openapi.json", "-H", f"Authorization: Bearer {root}",
                           "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                                       "response_schema_conformance,response_headers_conformance",
-                          "--phases", "coverage,fuzzing", "--max-examples", "10", "--max-time", "120",
+                          "--phases", "coverage,fuzzing", "--max-examples", "10", "--max-time", "60",
                           "--seed", "19", "--no-shrink", "--exclude-path", "/api/events", "--request-timeout", "20"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-4000:]

@@ -48,6 +48,9 @@ def test_interpolate_refuses_bad_values(params, message):
     ({"scheduler": "lms"}, "scheduler"), ({"guidance": float("inf")}, "finite"), ({"prompt": "x" * 2001}, "prompt"),
     ({"negative": "x" * 2001}, "negative"), ({"num_images": 16, "width": 1024, "height": 1024}, "GENQ_SD_MAX_PIXELS"),
     ({"num_images": 8, "width": 1024, "height": 1024, "steps": 60}, "GENQ_SD_MAX_PIXEL_STEPS"),
+    # paths the file system refuses to look at are no model, not a crash (schemathesis found the first: a 500)
+    ({"model": "0" * 1000}, "neither a hub model id"), ({"model": "~nosuchuser-genq/model"}, "no such model"),
+    ({"model": "./" + "0" * 1000}, "no such model"),
 ])
 def test_sd_refuses_bad_values(params, message):
     with pytest.raises(SpecError, match=message):

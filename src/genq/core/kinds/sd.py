@@ -85,19 +85,30 @@ class SD(JobParams):
         return self.num_images
 
 
+def exists(path: Path) -> bool:
+    """Whether `path` exists; False for one the file system will not look up (a name too long ...)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def check_model(model: str, settings: Settings) -> str:
     """A hub id (org/name) as given, or a local diffusers folder / .safetensors file as its real absolute path.
 
     Local paths must lie under GENQ_MODEL_ROOTS when that is set; checked where the job is
     submitted and again on the worker, so a submitter cannot make workers read arbitrary files.
     """
-    local = Path(model).expanduser()
-    looks_local = model.startswith(("/", ".", "~")) or model.endswith(".safetensors") or local.exists()
+    try:
+        local = Path(model).expanduser()
+    except RuntimeError:  # ~someone with no home here
+        raise ValueError(f"no such model folder or file: {model}") from None
+    looks_local = model.startswith(("/", ".", "~")) or model.endswith(".safetensors") or exists(local)
     if not looks_local:
         if HUB_ID.match(model) and ".." not in model and "--" not in model:
             return model
         raise ValueError(f"{model!r} is neither a hub model id (org/name) nor an existing local model")
-    if not local.exists():
+    if not exists(local):
         raise ValueError(f"no such model folder or file: {model}")
     real = local.resolve()
     if real.is_dir():
