@@ -145,7 +145,7 @@ function pollJob(section) {
   const run = document.getElementById("job-run");
   const figure = document.getElementById("preview");
   const preview = document.getElementById("preview-image");
-  every(POLL_MS, async () => {
+  const update = async () => {
     const job = await getJson(section.dataset.poll);
     status.textContent = job.status;
     status.className = "status status-" + job.status;
@@ -160,7 +160,28 @@ function pollJob(section) {
       window.location.reload();  // the finished job's results, charts and files
       return false;
     }
-  });
+  };
+  if (window.EventSource && section.dataset.events) followEvents(section.dataset.events, update);
+  else every(POLL_MS, update);
+}
+
+// Run `update` on every event of the server's stream (state changes, progress, the end) rather than
+// polling: one at a time, once more when events came while it ran; the stream is closed when `update`
+// says it is done. EventSource reconnects by itself after a drop or the stream's end.
+function followEvents(url, update) {
+  const source = new EventSource(url);
+  let running = false, again = false;
+  const refresh = async () => {
+    if (running) { again = true; return; }
+    running = true;
+    try {
+      do {
+        again = false;
+        if ((await update()) === false) { source.close(); return; }
+      } while (again);
+    } catch (error) { /* the next event tries again */ } finally { running = false; }
+  };
+  for (const name of ["state", "progress", "end"]) source.addEventListener(name, refresh);
 }
 
 function tailLog(log) {
