@@ -32,22 +32,23 @@ from bench.submit import client_for, timed
 SERVER_START_S = 60.0
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 15 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def start_server(stack: contextlib.ExitStack, env: dict[str, str], log_path: Path) -> str:
     """`client server --port 0` in the background; its URL (stopped when the stack closes)."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "genq.client.cli", "server", "--port", "0"], env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop() -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-    stack.callback(stop)
+    stack.callback(stop_server, process)
     deadline = time.monotonic() + SERVER_START_S
     while not (lines := [line for line in log_path.read_text().splitlines() if line.startswith("genq server: ")]):
         if process.poll() is not None or time.monotonic() > deadline:

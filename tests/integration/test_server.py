@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from bench.remote import stop_server as stop
 from tests.conftest import BIN
 
 pytestmark = pytest.mark.integration
@@ -50,16 +49,6 @@ def start_server(genq, *args: str, env: dict[str, str] | None = None) -> Server:
     address = lines[0].split()[2]
     url, _, query = address.partition("/?token=")
     return Server(url, query, process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture
